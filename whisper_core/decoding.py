@@ -1,0 +1,436 @@
+"""Decoding one 30-s window: the prompt, greedy / sampling / beam search, the logit rules, and the
+ranking of candidates. Many windows, each with its own task and prompt, go through as one batch."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .model import DecoderState, Whisper
+from .tokenizer import Tokenizer
+
+TIMESTAMP_PRECISION = 0.02  # seconds per timestamp token
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How one window is decoded (openai-whisper's names and meanings)."""
+
+    task: str = "transcribe"  # or "translate" (to English)
+    language: str | None = None  # None: detect from the window
+    temperature: float = 0.0  # 0: the likeliest token; above: sample
+    sample_len: int | None = None  # most tokens to sample; default half the text context
+    best_of: int | None = None  # independent samples to pick from when temperature > 0
+    beam_size: int | None = None  # beams at temperature 0; None or 1: greedy
+    patience: float | None = None  # beam search goes on until beam_size * patience candidates end
+    length_penalty: float | None = None  # None: rank by log-prob / length; else Google NMT's alpha
+    prompt: str | list[int] | None = None  # previous text, for context
+    prefix: str | list[int] | None = None  # text the window must start with
+    suppress_tokens: str | list[int] | None = "-1"  # "-1": the non-speech symbols
+    suppress_blank: bool = True  # no blank or end-of-text as the first token
+    without_timestamps: bool = False
+    max_initial_timestamp: float | None = 1.0  # the first timestamp is at most this many seconds
+
+
+@dataclass(frozen=True)
+class DecodingResult:
+    language: str
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    avg_logprob: float = float("nan")
+    no_speech_prob: float = float("nan")
+    temperature: float = float("nan")
+    compression_ratio: float = float("nan")
+    language_probs: dict[str, float] | None = None
+
+
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks the text: repetitive (looping) output shrinks a lot."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
+
+
+def check_options(options: DecodingOptions) -> None:
+    """Reject contradictory options early, with a message a user can act on."""
+    if options.task not in ("transcribe", "translate"):
+        raise ValueError(f"task must be 'transcribe' or 'translate', not {options.task!r}")
+    if options.beam_size is not None and options.best_of is not None and options.beam_size > 1:
+        if options.temperature == 0:
+            raise ValueError("best_of with temperature 0 does not sample; use beam_size or a temperature")
+    if options.temperature == 0 and options.best_of is not None and options.best_of > 1:
+        raise ValueError("best_of needs temperature > 0")
+    if options.patience is not None and (options.beam_size is None or options.beam_size <= 1):
+        raise ValueError("patience needs beam_size > 1")
+    if options.length_penalty is not None and not 0 <= options.length_penalty <= 1:
+        raise ValueError("length_penalty must be between 0 and 1")
+
+
+def group_size(options: DecodingOptions) -> int:
+    """Rows decoded for one window: the beams, or the samples to pick the best of."""
+    if options.temperature == 0:
+        return max(options.beam_size or 1, 1)
+    return max(options.best_of or 1, 1)
+
+
+def is_beam_search(options: DecodingOptions) -> bool:
+    return options.temperature == 0 and (options.beam_size or 1) > 1
+
+
+def _text_tokens(text_or_tokens: str | list[int], tokenizer: Tokenizer) -> list[int]:
+    if isinstance(text_or_tokens, str):
+        return tokenizer.encode(" " + text_or_tokens.strip())
+    return list(text_or_tokens)
+
+
+def initial_tokens(options: DecodingOptions, tokenizer: Tokenizer, n_ctx: int) -> list[int]:
+    """[<|startofprev|> prompt...] <|startoftranscript|> <|lang|> <|task|> [<|notimestamps|>] [prefix...]"""
+    sample_len = options.sample_len or n_ctx // 2
+    tokens = list(
+        tokenizer.sot_sequence_including_notimestamps if options.without_timestamps else tokenizer.sot_sequence
+    )
+    if options.prefix:
+        prefix = _text_tokens(options.prefix, tokenizer)
+        tokens += prefix[-(n_ctx // 2 - sample_len):] if n_ctx // 2 - sample_len > 0 else []
+    if options.prompt:
+        prompt = _text_tokens(options.prompt, tokenizer)
+        tokens = [tokenizer.sot_prev, *prompt[-(n_ctx // 2 - 1):], *tokens]
+    return tokens
+
+
+def suppressed_tokens(options: DecodingOptions, tokenizer: Tokenizer) -> list[int]:
+    """Tokens never sampled: the asked-for ones ("-1" = the non-speech symbols) and the control tokens."""
+    asked = options.suppress_tokens
+    if isinstance(asked, str):
+        asked = [int(t) for t in asked.split(",") if t.strip()]
+    asked = list(asked or [])
+    tokens = [t for t in asked if t >= 0]
+    if -1 in asked:
+        tokens += tokenizer.non_speech_tokens
+    tokens += [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm,
+               tokenizer.no_speech]
+    return sorted(set(tokens))
+
+
+@torch.inference_mode()
+def detect_language(
+    model: Whisper, audio_features: Tensor, tokenizer: Tokenizer
+) -> list[tuple[str, dict[str, float]]]:
+    """The likeliest language of each window, and the probability of every language."""
+    if not tokenizer.is_multilingual:
+        return [("en", {"en": 1.0}) for _ in range(audio_features.shape[0])]
+    n = audio_features.shape[0]
+    state = model.decoder.start(audio_features, n, torch.zeros(n, dtype=torch.long, device=model.device), 1)
+    sot = torch.full((n, 1), tokenizer.sot, device=model.device)
+    logits = model.decoder(sot, state)[:, 0].float()
+    lang_tokens = torch.tensor(tokenizer.language_tokens, device=logits.device)
+    probs = logits[:, lang_tokens].softmax(dim=-1).cpu()
+    out = []
+    for row in probs:
+        by_code = dict(zip(tokenizer.languages, row.tolist(), strict=True))
+        out.append((max(by_code, key=by_code.get), by_code))
+    return out
+
+
+class _LogitRules:
+    """What may come next: no blank start, suppressed tokens, and Whisper's timestamp grammar
+    (timestamps in pairs, never going back, the first one early, a timestamp when they are likelier
+    together than any single text token)."""
+
+    def __init__(self, options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int, vocab: int, device):
+        self.tokenizer = tokenizer
+        self.sample_begin = sample_begin
+        self.timestamps = not options.without_timestamps
+        self.blank = tokenizer.encode(" ") + [tokenizer.eot] if options.suppress_blank else []
+        suppress = torch.zeros(vocab, dtype=torch.bool, device=device)
+        suppress[suppressed_tokens(options, tokenizer)] = True
+        if self.timestamps:
+            suppress[tokenizer.no_timestamps] = True
+        self.suppress = suppress
+        self.max_initial = None
+        if self.timestamps and options.max_initial_timestamp is not None:
+            self.max_initial = round(options.max_initial_timestamp / TIMESTAMP_PRECISION)
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        """Mask `logits` [rows, vocab] in place, given the `tokens` [rows, length] so far."""
+        first = tokens.shape[1] == self.sample_begin
+        if first and self.blank:
+            logits[:, self.blank] = -torch.inf
+        logits.masked_fill_(self.suppress, -torch.inf)
+        if self.timestamps:
+            self._timestamp_rules(logits, tokens, first)
+
+    def _timestamp_rules(self, logits: Tensor, tokens: Tensor, first: bool) -> None:
+        ts_begin = self.tokenizer.timestamp_begin
+        eot = self.tokenizer.eot
+        vocab = logits.shape[1]
+        sampled = tokens[:, self.sample_begin :]
+        n = sampled.shape[1]
+        if n > 0:
+            is_ts = sampled >= ts_begin
+            last_ts = is_ts[:, -1]
+            penultimate_ts = is_ts[:, -2] if n >= 2 else torch.ones_like(last_ts)
+            ids = torch.arange(vocab, device=logits.device)
+            # After a pair (or a lone opening timestamp), text must come; after text + timestamp,
+            # only another timestamp or the end.
+            block = (last_ts & penultimate_ts)[:, None] & (ids >= ts_begin)[None]
+            block |= (last_ts & ~penultimate_ts)[:, None] & (ids < eot)[None]
+            # Timestamps never decrease, and a segment has a nonzero length.
+            any_ts = is_ts.any(dim=1)
+            last_value = torch.where(is_ts, sampled, torch.zeros_like(sampled)).max(dim=1).values
+            floor = torch.where(last_ts & ~penultimate_ts, last_value, last_value + 1)
+            block |= any_ts[:, None] & (ids >= ts_begin)[None] & (ids < floor[:, None])
+            logits.masked_fill_(block, -torch.inf)
+        if first:
+            logits[:, :ts_begin] = -torch.inf
+            if self.max_initial is not None:
+                logits[:, ts_begin + self.max_initial + 1 :] = -torch.inf
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        timestamp_logprob = logprobs[:, ts_begin:].logsumexp(dim=-1)
+        text_logprob = logprobs[:, :ts_begin].max(dim=-1).values
+        logits[timestamp_logprob > text_logprob, :ts_begin] = -torch.inf
+
+
+@dataclass
+class _Request:
+    """One window's decode inside a batch."""
+
+    index: int  # which row of audio_features
+    options: DecodingOptions
+    tokenizer: Tokenizer
+    prompt: list[int]  # initial tokens
+
+
+class _BeamGroup:
+    """Beam search for one window: keeps the best unfinished beams and collects finished candidates."""
+
+    def __init__(self, beam_size: int, patience: float | None, eot: int):
+        self.beam_size = beam_size
+        self.max_candidates = round(beam_size * (patience or 1.0))
+        self.eot = eot
+        self.finished: dict[tuple[int, ...], float] = {}
+
+    @property
+    def done(self) -> bool:
+        return len(self.finished) >= self.max_candidates
+
+    def step(self, prefixes: list[list[int]], sum_logprobs: list[float], top_logprobs: list[list[float]],
+             top_tokens: list[list[int]], rows: list[int]) -> tuple[list[list[int]], list[float], list[int]]:
+        """Extend each beam by its best tokens; return the kept sequences, their scores and source rows."""
+        scores: dict[tuple[int, ...], float] = {}
+        sources: dict[tuple[int, ...], int] = {}
+        for prefix, total, logprobs, tokens, row in zip(
+            prefixes, sum_logprobs, top_logprobs, top_tokens, rows, strict=True
+        ):
+            for logprob, token in zip(logprobs, tokens, strict=True):
+                sequence = (*prefix, token)
+                scores[sequence] = total + logprob
+                sources[sequence] = row
+        kept: list[list[int]] = []
+        kept_scores: list[float] = []
+        kept_sources: list[int] = []
+        newly_finished: dict[tuple[int, ...], float] = {}
+        for sequence in sorted(scores, key=scores.get, reverse=True):
+            if sequence[-1] == self.eot:
+                newly_finished[sequence] = scores[sequence]
+            else:
+                kept.append(list(sequence))
+                kept_scores.append(scores[sequence])
+                kept_sources.append(sources[sequence])
+                if len(kept) == self.beam_size:
+                    break
+        for sequence in sorted(newly_finished, key=newly_finished.get, reverse=True):
+            if len(self.finished) >= self.max_candidates:
+                break
+            self.finished[sequence] = newly_finished[sequence]
+        return kept, kept_scores, kept_sources
+
+    def finalize(self, prefixes: list[list[int]], sum_logprobs: list[float]) -> None:
+        """When too few beams ended, the unfinished ones count too, best first."""
+        if len(self.finished) < self.beam_size:
+            for j in sorted(range(len(prefixes)), key=lambda j: sum_logprobs[j], reverse=True):
+                self.finished[(*prefixes[j], self.eot)] = sum_logprobs[j]
+                if len(self.finished) >= self.beam_size:
+                    break
+
+
+def _rank(candidates: list[list[int]], sum_logprobs: list[float], length_penalty: float | None) -> int:
+    """The best candidate by log-probability over a length penalty."""
+    def score(i: int) -> float:
+        length = len(candidates[i])
+        penalty = length if length_penalty is None else ((5 + length) / 6) ** length_penalty
+        return sum_logprobs[i] / penalty
+
+    return max(range(len(candidates)), key=score)
+
+
+@torch.inference_mode()
+def decode_batch(
+    model: Whisper,
+    audio_features: Tensor,
+    requests: list[tuple[int, DecodingOptions, Tokenizer]],
+) -> list[DecodingResult]:
+    """Decode windows together. Each request names its row of `audio_features` (rows may be shared,
+    e.g. the same window transcribed and translated), its options and its tokenizer (language and task
+    set). All requests must share the temperature and the group size; prompts may differ in length
+    (rows are left-padded)."""
+    if not requests:
+        return []
+    options0 = requests[0][1]
+    n_group = group_size(options0)
+    beam = is_beam_search(options0)
+    temperature = options0.temperature
+    for _, options, _ in requests:
+        check_options(options)
+        if options.temperature != temperature or group_size(options) != n_group:
+            raise ValueError("one batch decodes at one temperature and one group size")
+    n_ctx = model.dims.n_text_ctx
+    device = model.device
+    prompts = [initial_tokens(opts, tok, n_ctx) for _, opts, tok in requests]
+    width = max(len(p) for p in prompts)
+    pads = [width - len(p) for p in prompts]
+    tokenizer0 = requests[0][2]
+    sample_len = options0.sample_len or n_ctx // 2
+    rules = [
+        _LogitRules(opts, tok, width, model.dims.n_vocab, device) for _, opts, tok in requests
+    ]
+    # Rows: n_group per request, consecutive, so that the decoder's cross-attention can fold them.
+    rows = [p for p in prompts for _ in range(n_group)]
+    tokens = torch.tensor(
+        [[tokenizer0.eot] * (width - len(p)) + p for p in rows], dtype=torch.long, device=device
+    )
+    pad = torch.tensor([pads[i // n_group] for i in range(len(rows))], device=device)
+    features = audio_features[[index for index, _, _ in requests]]
+    state = model.decoder.start(features, len(rows), pad, width + sample_len)
+
+    n_rows = len(rows)
+    eot = tokenizer0.eot
+    sum_logprobs = torch.zeros(n_rows, device=device, dtype=torch.float32)
+    ended = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    beams = [_BeamGroup(n_group, opts.patience, eot) for _, opts, _ in requests] if beam else []
+    active = [True] * len(requests)
+    sot_positions = torch.tensor(
+        [pads[i // n_group] + prompts[i // n_group].index(tokenizer0.sot) for i in range(n_rows)], device=device
+    )
+    no_speech_probs: list[float] = []
+
+    next_input = tokens
+    for _ in range(sample_len):
+        logits = model.decoder(next_input, state)
+        if not no_speech_probs:
+            at_sot = logits[torch.arange(n_rows, device=device), sot_positions].float().softmax(dim=-1)
+            no_speech_probs = at_sot[:, tokenizer0.no_speech].tolist()
+        logits = logits[:, -1].float()
+        for g, rule in enumerate(rules):
+            rule.apply(logits[g * n_group : (g + 1) * n_group], tokens[g * n_group : (g + 1) * n_group])
+        if beam:
+            tokens = _beam_update(tokens, logits, sum_logprobs, beams, active, n_group, state)
+        else:
+            tokens = _sample_update(tokens, logits, sum_logprobs, temperature, ended, eot)
+            ended |= tokens[:, -1] == eot
+        # A row whose own text fills the context stops there, as it would if decoded alone.
+        too_long = tokens.shape[1] - pad > n_ctx
+        if beam:
+            active = [a and not bool(too_long[g * n_group]) for g, a in enumerate(active)]
+            if not any(active):
+                break
+        else:
+            ended |= too_long
+            if bool(ended.all()):
+                break
+        next_input = tokens[:, -1:]
+
+    results = []
+    sampled = tokens[:, width:].tolist()
+    totals = sum_logprobs.tolist()
+    for g, (_, opts, tok) in enumerate(requests):
+        if beam:
+            group_rows = [r for r in range(n_rows) if r // n_group == g]
+            beams[g].finalize([tokens[r].tolist() for r in group_rows], [totals[r] for r in group_rows])
+            candidates = [list(seq[width:]) for seq in beams[g].finished]
+            scores = list(beams[g].finished.values())
+        else:
+            candidates = [sampled[r] for r in range(g * n_group, (g + 1) * n_group)]
+            scores = totals[g * n_group : (g + 1) * n_group]
+        candidates = [c[: c.index(eot)] if eot in c else c for c in candidates]
+        best = _rank(candidates, scores, opts.length_penalty)
+        text = tok.decode(candidates[best])
+        results.append(
+            DecodingResult(
+                language=tok.language or "en",
+                tokens=candidates[best],
+                text=text,
+                avg_logprob=scores[best] / (len(candidates[best]) + 1),
+                no_speech_prob=no_speech_probs[g * n_group],
+                temperature=temperature,
+                compression_ratio=compression_ratio(text),
+            )
+        )
+    return results
+
+
+def _sample_update(
+    tokens: Tensor, logits: Tensor, sum_logprobs: Tensor, temperature: float, ended: Tensor, eot: int
+) -> Tensor:
+    """Greedy (temperature 0) or sampled next token for every row; rows that ended get end-of-text
+    and no more log-probability."""
+    if temperature == 0:
+        next_tokens = logits.argmax(dim=-1)
+    else:
+        next_tokens = torch.distributions.Categorical(logits=logits / temperature).sample()
+    logprobs = F.log_softmax(logits, dim=-1)
+    current = logprobs[torch.arange(logprobs.shape[0], device=logits.device), next_tokens]
+    sum_logprobs += current * ~ended
+    next_tokens = next_tokens.masked_fill(ended, eot)
+    return torch.cat([tokens, next_tokens[:, None]], dim=-1)
+
+
+def _beam_update(
+    tokens: Tensor,
+    logits: Tensor,
+    sum_logprobs: Tensor,
+    beams: list[_BeamGroup],
+    active: list[bool],
+    n_group: int,
+    state: DecoderState,
+) -> Tensor:
+    """One beam-search step for every window; the decoder's caches follow the surviving beams."""
+    logprobs = F.log_softmax(logits, dim=-1)
+    top_logprobs, top_tokens = logprobs.topk(n_group + 1, dim=-1)
+    top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
+    prefixes = tokens.tolist()
+    totals = sum_logprobs.tolist()
+    new_tokens: list[list[int]] = []
+    sources: list[int] = []
+    for g, group in enumerate(beams):
+        rows = list(range(g * n_group, (g + 1) * n_group))
+        if not active[g]:
+            new_tokens += [prefixes[r] + [group.eot] for r in rows]
+            sources += rows
+            continue
+        kept, kept_scores, kept_sources = group.step(
+            [prefixes[r] for r in rows], [totals[r] for r in rows],
+            [top_logprobs[r] for r in rows], [top_tokens[r] for r in rows], rows,
+        )
+        for r, score in zip(rows, kept_scores, strict=True):
+            sum_logprobs[r] = score
+        new_tokens += kept
+        sources += kept_sources
+        if group.done:
+            active[g] = False
+    state.reorder(torch.tensor(sources, device=tokens.device))
+    return torch.tensor(new_tokens, device=tokens.device)
+
+
+def decode(
+    model: Whisper, audio_features: Tensor, options: DecodingOptions, tokenizer: Tokenizer
+) -> list[DecodingResult]:
+    """Decode every row of `audio_features` with the same options."""
+    tok = tokenizer.with_task(options.language, options.task)
+    return decode_batch(model, audio_features, [(i, options, tok) for i in range(audio_features.shape[0])])
+
+
+__all__ = ["DecodingOptions", "DecodingResult", "decode", "decode_batch", "detect_language", "replace"]

@@ -1,0 +1,240 @@
+"""The Whisper network: an audio encoder and a text decoder. It knows nothing of decoding strategies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    """Sizes read off a checkpoint; nothing is assumed per model size."""
+
+    n_mels: int
+    n_audio_ctx: int
+    n_audio_state: int
+    n_audio_head: int
+    n_audio_layer: int
+    n_vocab: int
+    n_text_ctx: int
+    n_text_state: int
+    n_text_head: int
+    n_text_layer: int
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with query, key and value fused in one projection (one matmul)."""
+
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_state, 3 * n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def forward(self, x: Tensor, cache: LayerCache | None = None, mask: Tensor | None = None) -> Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        if cache is None or mask is None:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class CrossAttention(nn.Module):
+    """Decoder-to-audio attention; keys and values are computed once per window (see `project_audio`)."""
+
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.kv = nn.Linear(n_state, 2 * n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def project_audio(self, xa: Tensor) -> tuple[Tensor, Tensor]:
+        b, s, d = xa.shape
+        k, v = self.kv(xa).view(b, s, 2, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
+        """`x` holds `group` rows per audio window, consecutive; they are folded into the query length so
+        that the beams or samples of one window share that window's keys and values without copies."""
+        k, v = kv
+        b, t, d = x.shape
+        n_audio = k.shape[0]
+        group = b // n_audio
+        q = self.query(x).view(n_audio, group * t, self.n_head, d // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, n_state: int):
+        super().__init__(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.attn = SelfAttention(n_state, n_head)
+        self.mlp_ln = nn.LayerNorm(n_state)
+        self.mlp = MLP(n_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_ln(x))
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.attn = SelfAttention(n_state, n_head)
+        self.cross_attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = CrossAttention(n_state, n_head)
+        self.mlp_ln = nn.LayerNorm(n_state)
+        self.mlp = MLP(n_state)
+
+    def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], cache: LayerCache, mask: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_ln(x), cache, mask)
+        x = x + self.cross_attn(self.cross_attn_ln(x), cross_kv)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", torch.empty(n_ctx, n_state))
+        self.blocks = nn.ModuleList(EncoderBlock(n_state, n_head) for _ in range(n_layer))
+        self.ln_post = nn.LayerNorm(n_state)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """mel: [batch, n_mels, 3000] -> audio features [batch, 1500, n_state]."""
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        x = x + self.positional_embedding[: x.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+
+class LayerCache:
+    """Preallocated key/value buffers of one decoder layer's self-attention, filled left to right."""
+
+    def __init__(self, batch: int, n_head: int, head_dim: int, max_len: int, device, dtype):
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        end = self.length + k.shape[2]
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, rows: Tensor) -> None:
+        """Keep the rows `rows` (beam search picks which hypotheses go on)."""
+        self.k[:, :, : self.length] = self.k[rows, :, : self.length]
+        self.v[:, :, : self.length] = self.v[rows, :, : self.length]
+
+
+class DecoderState:
+    """Everything the decoder keeps between steps for one batch: self-attention caches, the audio's
+    cross-attention keys/values, and where each row's text starts (rows are left-padded)."""
+
+    def __init__(self, caches: list[LayerCache], cross_kv: list[tuple[Tensor, Tensor]], pad: Tensor):
+        self.caches = caches
+        self.cross_kv = cross_kv
+        self.pad = pad  # [batch] number of left-padding positions per row
+
+    @property
+    def length(self) -> int:
+        return self.caches[0].length
+
+    def reorder(self, rows: Tensor) -> None:
+        for cache in self.caches:
+            cache.reorder(rows)
+        self.pad = self.pad[rows]
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.n_head = n_head
+        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
+        self.blocks = nn.ModuleList(DecoderBlock(n_state, n_head) for _ in range(n_layer))
+        self.ln = nn.LayerNorm(n_state)
+
+    def start(self, audio_features: Tensor, batch: int, pad: Tensor, max_len: int) -> DecoderState:
+        """Project the audio once for every layer and allocate the caches for `batch` rows."""
+        n_state = audio_features.shape[-1]
+        cross_kv = [block.cross_attn.project_audio(audio_features) for block in self.blocks]
+        caches = [
+            LayerCache(batch, self.n_head, n_state // self.n_head, max_len, audio_features.device,
+                       audio_features.dtype)
+            for _ in self.blocks
+        ]
+        return DecoderState(caches, cross_kv, pad)
+
+    def forward(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """tokens: [batch, new] appended after what `state` holds -> logits [batch, new, n_vocab]."""
+        b, t = tokens.shape
+        offset = state.length
+        steps = torch.arange(offset, offset + t, device=tokens.device)
+        positions = (steps[None, :] - state.pad[:, None]).clamp(min=0)
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        mask = self._mask(state.pad, offset, t, x.dtype)
+        for block, cache, cross_kv in zip(self.blocks, state.caches, state.cross_kv, strict=True):
+            x = block(x, cross_kv, cache, mask)
+        x = self.ln(x)
+        return x @ self.token_embedding.weight.T
+
+    @staticmethod
+    def _mask(pad: Tensor, offset: int, t: int, dtype: torch.dtype) -> Tensor:
+        """Additive mask [batch, 1, t, offset + t]: causal, and blind to each row's left padding.
+        A padding position still sees itself, so that no row is all -inf (that would spread NaN)."""
+        keys = torch.arange(offset + t, device=pad.device)
+        queries = torch.arange(offset, offset + t, device=pad.device)
+        causal = keys[None, :] <= queries[:, None]
+        allowed = (causal[None] & (keys[None, None, :] >= pad[:, None, None])) | (keys == queries[:, None])[None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=pad.device)
+        return mask.masked_fill_(~allowed, float("-inf"))[:, None]
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: ModelDimensions):
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(
+            dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer
+        )
+        self.decoder = TextDecoder(
+            dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.positional_embedding.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.positional_embedding.dtype
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.n_vocab >= 51865
+
+    @property
+    def num_languages(self) -> int:
+        return self.dims.n_vocab - 51765 - int(self.is_multilingual)

@@ -1,0 +1,85 @@
+"""The object users hold: a loaded network with its tokenizer, and the calls people make on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import transcribe as longform
+from .audio import load_audio
+from .decoding import DecodingOptions, DecodingResult, decode, detect_language
+from .loading import load_network
+from .transcribe import Audio, Job, ProgressCallback, make_options
+
+AudioInput = str | Path | np.ndarray | torch.Tensor
+
+
+class SpeechModel:
+    """A Whisper checkpoint loaded once, ready to transcribe and translate."""
+
+    def __init__(self, name: str | None = None, device: str | None = None):
+        self.net, self.tokenizer, self.config = load_network(name, device)
+        self.name = name or "base"
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.device
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.tokenizer.is_multilingual
+
+    def prepare(self, audio: AudioInput) -> Audio:
+        """Decode (for a path) and compute the log-mel once; the result can feed several jobs."""
+        if isinstance(audio, str | Path):
+            audio = load_audio(str(audio))
+        return Audio(audio, self.net.dims.n_mels, self.device)
+
+    def job(self, audio: Audio, progress: ProgressCallback | None = None, **options) -> Job:
+        """A long-form run to step with others (see `transcribe.run`)."""
+        return Job(audio, make_options(**options), self.tokenizer, progress)
+
+    def transcribe(self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options) -> dict:
+        """Transcribe (or, with task="translate", translate to English) audio of any length.
+
+        Takes openai-whisper's keywords: task, language, temperature, beam_size, best_of, patience,
+        length_penalty, initial_prompt, condition_on_previous_text, compression_ratio_threshold,
+        logprob_threshold, no_speech_threshold, suppress_tokens, suppress_blank, without_timestamps.
+        Returns {"text", "segments", "language", "language_probs"}.
+        """
+        job = self.job(self.prepare(audio), progress, **options)
+        return longform.run(self.net, [job])[0]
+
+    def transcribe_and_translate(
+        self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options
+    ) -> dict:
+        """Both tasks in one run, each with the result it would get alone: the two loops advance in
+        lockstep, a window both are at is encoded once, and their decodes share batches."""
+        if "task" in options:
+            raise TypeError("transcribe_and_translate runs both tasks; do not pass task")
+        prepared = self.prepare(audio)
+        jobs = [self.job(prepared, progress, task=task, **options) for task in ("transcribe", "translate")]
+        transcript, translation = longform.run(self.net, jobs)
+        return {"transcribe": transcript, "translate": translation}
+
+    @torch.inference_mode()
+    def detect_language(self, audio: AudioInput) -> tuple[str, dict[str, float]]:
+        """The language of the first 30 s and the probability of each language."""
+        prepared = self.prepare(audio)
+        from .audio import N_FRAMES, pad_or_trim
+
+        mel = pad_or_trim(prepared.mel, N_FRAMES)[None].to(self.net.dtype)
+        return detect_language(self.net, self.net.encoder(mel), self.tokenizer)[0]
+
+    @torch.inference_mode()
+    def decode(self, mel: torch.Tensor, options: DecodingOptions) -> list[DecodingResult]:
+        """Decode 30-s log-mel windows [batch, n_mels, 3000] with one set of options."""
+        features = self.net.encoder(mel.to(self.device, self.net.dtype))
+        return decode(self.net, features, options, self.tokenizer)
+
+
+def load_model(name: str | None = None, device: str | None = None) -> SpeechModel:
+    """Load a model: no argument gives the bundled multilingual base, offline."""
+    return SpeechModel(name, device)

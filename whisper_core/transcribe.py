@@ -1,0 +1,317 @@
+"""Long-form transcription: 30-s windows, seeking by the last timestamp, temperature fallback, silence
+skipping and previous-text prompts. Each run is a job that a driver steps; one driver steps many jobs
+(the transcript and the translation of one file, or the requests of many users) as shared batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, pad_or_trim
+from .decoding import DecodingOptions, DecodingResult, decode_batch, detect_language, group_size
+from .model import Whisper
+from .tokenizer import Tokenizer, normalize_language
+
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+# (task, new segments, fraction of the audio done) after each window.
+ProgressCallback = Callable[[str, list[dict], float], None]
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """The long-form settings (openai-whisper's names and defaults)."""
+
+    task: str = "transcribe"
+    language: str | None = None
+    temperature: tuple[float, ...] = TEMPERATURES
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = None
+    beam_size: int | None = None
+    best_of: int | None = None
+    patience: float | None = None
+    length_penalty: float | None = None
+    suppress_tokens: str | list[int] | None = "-1"
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float | None = 1.0
+
+    def decoding_options(self, temperature: float, prompt: list[int], language: str) -> DecodingOptions:
+        """The window decode at one rung of the temperature ladder: beams at 0, samples above."""
+        sampling = temperature > 0
+        return DecodingOptions(
+            task=self.task,
+            language=language,
+            temperature=temperature,
+            best_of=self.best_of if sampling else None,
+            beam_size=None if sampling else self.beam_size,
+            patience=None if sampling else self.patience,
+            length_penalty=self.length_penalty,
+            prompt=prompt,
+            suppress_tokens=self.suppress_tokens,
+            suppress_blank=self.suppress_blank,
+            without_timestamps=self.without_timestamps,
+            max_initial_timestamp=self.max_initial_timestamp,
+        )
+
+
+def make_options(**kwargs) -> TranscribeOptions:
+    """TranscribeOptions from openai-whisper-style keywords; a single temperature becomes a ladder of one,
+    `beam_size=1` means greedy."""
+    temperature = kwargs.pop("temperature", TEMPERATURES)
+    if isinstance(temperature, int | float):
+        temperature = (float(temperature),)
+    kwargs["temperature"] = tuple(float(t) for t in temperature)
+    if kwargs.get("beam_size") == 1:
+        kwargs["beam_size"] = None
+    if "language" in kwargs:
+        kwargs["language"] = normalize_language(kwargs["language"])
+    unknown = set(kwargs) - set(TranscribeOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    options = TranscribeOptions(**kwargs)
+    if options.task not in ("transcribe", "translate"):
+        raise ValueError(f"task must be 'transcribe' or 'translate', not {options.task!r}")
+    return options
+
+
+class Audio:
+    """One input's log-mel (with a window of padding, so the last window is whole) and its windows'
+    encoder outputs, kept so that both tasks and fallback retries encode a window once."""
+
+    def __init__(self, audio: np.ndarray | Tensor, n_mels: int, device: torch.device):
+        self.mel = log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES, device=device)
+        self.content_frames = self.mel.shape[-1] - N_FRAMES
+        self.features: dict[tuple[int, int], Tensor] = {}
+        self.language: tuple[str, dict[str, float]] | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.content_frames * HOP_LENGTH / SAMPLE_RATE
+
+    def window(self, seek: int, size: int) -> Tensor:
+        """The frames [seek, seek + size), zero-padded to a whole window."""
+        return pad_or_trim(self.mel[:, seek : seek + size], N_FRAMES)
+
+
+@dataclass
+class _Pending:
+    """The decode a job waits for: which window, at which rung of the temperature ladder."""
+
+    seek: int
+    size: int
+    rung: int
+    options: DecodingOptions
+
+
+@dataclass
+class Job:
+    """One long-form run (one task over one audio), advanced window by window by a driver."""
+
+    audio: Audio
+    options: TranscribeOptions
+    tokenizer: Tokenizer
+    progress: ProgressCallback | None = None
+    seek: int = 0
+    segments: list[dict] = field(default_factory=list)
+    all_tokens: list[int] = field(default_factory=list)
+    prompt_reset_since: int = 0
+    initial_prompt_tokens: list[int] = field(default_factory=list)
+    pending: _Pending | None = None
+    language: str | None = None
+    language_probs: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.options.initial_prompt:
+            self.initial_prompt_tokens = self.tokenizer.encode(" " + self.options.initial_prompt.strip())
+            self.all_tokens.extend(self.initial_prompt_tokens)
+
+    @property
+    def done(self) -> bool:
+        return self.seek >= self.audio.content_frames
+
+    def start_language(self, language: str, probs: dict[str, float] | None) -> None:
+        self.language = language
+        self.language_probs = probs
+        self.tokenizer = self.tokenizer.with_task(language, self.options.task)
+
+    def next_decode(self) -> _Pending:
+        """The window to decode now (a fallback retry keeps its window and climbs the ladder)."""
+        if self.pending is None:
+            size = min(N_FRAMES, self.audio.content_frames - self.seek)
+            prompt = self.all_tokens[self.prompt_reset_since :]
+            options = self.options.decoding_options(self.options.temperature[0], prompt, self.language)
+            self.pending = _Pending(self.seek, size, 0, options)
+        return self.pending
+
+    def _needs_fallback(self, result: DecodingResult) -> bool:
+        o = self.options
+        too_repetitive = o.compression_ratio_threshold is not None and (
+            result.compression_ratio > o.compression_ratio_threshold
+        )
+        too_unlikely = o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold
+        silent = (
+            o.no_speech_threshold is not None
+            and result.no_speech_prob > o.no_speech_threshold
+            and too_unlikely
+        )
+        return (too_repetitive or too_unlikely) and not silent
+
+    def accept(self, result: DecodingResult) -> list[dict]:
+        """Take the decode of the pending window; returns the segments it added (none while retrying)."""
+        pending = self.pending
+        assert pending is not None
+        next_rung = pending.rung + 1
+        if self._needs_fallback(result) and next_rung < len(self.options.temperature):
+            t = self.options.temperature[next_rung]
+            options = self.options.decoding_options(t, list(pending.options.prompt or []), self.language)
+            self.pending = _Pending(pending.seek, pending.size, next_rung, options)
+            return []
+        self.pending = None
+        return self._advance(result, pending.seek, pending.size)
+
+    def _advance(self, result: DecodingResult, window_seek: int, size: int) -> list[dict]:
+        o = self.options
+        if o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold:
+            if o.logprob_threshold is None or result.avg_logprob <= o.logprob_threshold:
+                self.seek += size  # a silent window: nothing is written
+                self._report([])
+                return []
+        ts_begin = self.tokenizer.timestamp_begin
+        tokens = result.tokens
+        time_offset = self.seek * HOP_LENGTH / SAMPLE_RATE
+        precision = 2 * HOP_LENGTH / SAMPLE_RATE  # seconds per audio token
+        is_ts = [t >= ts_begin for t in tokens]
+        single_timestamp_ending = is_ts[-2:] == [False, True]
+        consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+        pieces: list[tuple[float, float, list[int]]] = []
+        if consecutive:
+            slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+            last = 0
+            for cut in slices:
+                piece = tokens[last:cut]
+                pieces.append((time_offset + (piece[0] - ts_begin) * precision,
+                               time_offset + (piece[-1] - ts_begin) * precision, piece))
+                last = cut
+            if single_timestamp_ending:
+                self.seek += size
+            else:
+                self.seek += (tokens[last - 1] - ts_begin) * 2  # to the last complete segment's end
+        else:
+            duration = size * HOP_LENGTH / SAMPLE_RATE
+            stamps = [t for t in tokens if t >= ts_begin]
+            if stamps and stamps[-1] != ts_begin:
+                duration = (stamps[-1] - ts_begin) * precision
+            pieces.append((time_offset, time_offset + duration, tokens))
+            self.seek += size
+        new_segments = []
+        for start, end, piece in pieces:
+            text = self.tokenizer.decode(piece)
+            if start == end or not text.strip():
+                text, piece = "", []
+            new_segments.append({
+                "id": len(self.segments) + len(new_segments),
+                "seek": window_seek,
+                "start": start,
+                "end": end,
+                "text": text,
+                "tokens": list(piece),
+                "temperature": result.temperature,
+                "avg_logprob": result.avg_logprob,
+                "compression_ratio": result.compression_ratio,
+                "no_speech_prob": result.no_speech_prob,
+            })
+        self.segments.extend(new_segments)
+        self.all_tokens.extend(t for s in new_segments for t in s["tokens"])
+        if not o.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature window
+        self._report(new_segments)
+        return new_segments
+
+    def _report(self, new_segments: list[dict]) -> None:
+        if self.progress is not None:
+            fraction = min(self.seek, self.audio.content_frames) / max(self.audio.content_frames, 1)
+            self.progress(self.options.task, new_segments, fraction)
+
+    def result(self) -> dict:
+        """The plain, JSON-able result."""
+        return {
+            "text": self.tokenizer.decode(self.all_tokens[len(self.initial_prompt_tokens) :]),
+            "segments": self.segments,
+            "language": self.language,
+            "language_probs": self.language_probs,
+        }
+
+
+def _detect_languages(net: Whisper, jobs: Sequence[Job]) -> None:
+    """Name the language of every job that was given none, from the first 30 s of its audio; the
+    transcript and the translation of one input share the detection."""
+    undecided: dict[int, list[Job]] = {}
+    for job in jobs:
+        if job.language is not None:
+            continue
+        if job.options.language is not None or not job.tokenizer.is_multilingual:
+            job.start_language(job.options.language or "en", None)
+        elif job.audio.language is not None:
+            job.start_language(*job.audio.language)
+        else:
+            undecided.setdefault(id(job.audio), []).append(job)
+    if not undecided:
+        return
+    audios = [group[0].audio for group in undecided.values()]
+    first = torch.stack([pad_or_trim(a.mel, N_FRAMES) for a in audios]).to(net.dtype)
+    features = net.encoder(first)
+    detected = detect_language(net, features, undecided[id(audios[0])][0].tokenizer)
+    for audio, feats, found in zip(audios, features, detected, strict=True):
+        audio.language = found
+        if audio.content_frames >= N_FRAMES:
+            audio.features[0] = feats  # the same frames as the first window: encode it once
+        for job in undecided[id(audio)]:
+            job.start_language(*found)
+
+
+@torch.inference_mode()
+def step(net: Whisper, jobs: Sequence[Job]) -> None:
+    """Advance every unfinished job by one decode: windows not yet encoded go through the encoder as
+    one batch, and decodes that share a temperature and a group size go through the decoder as one."""
+    jobs = [job for job in jobs if not job.done]
+    _detect_languages(net, jobs)
+    pending = [(job, job.next_decode()) for job in jobs]
+    to_encode: dict[tuple[int, int], tuple[Audio, _Pending]] = {}
+    for job, p in pending:
+        if p.seek not in job.audio.features:
+            to_encode[(id(job.audio), p.seek)] = (job.audio, p)
+    if to_encode:
+        windows = torch.stack([audio.window(p.seek, p.size) for audio, p in to_encode.values()])
+        for (audio, p), feats in zip(to_encode.values(), net.encoder(windows.to(net.dtype)), strict=True):
+            audio.features[p.seek] = feats
+    batches: dict[tuple[float, int], list[tuple[Job, _Pending]]] = {}
+    for job, p in pending:
+        batches.setdefault((p.options.temperature, group_size(p.options)), []).append((job, p))
+    for members in batches.values():
+        features = torch.stack([job.audio.features[p.seek] for job, p in members])
+        requests = [(i, p.options, job.tokenizer) for i, (job, p) in enumerate(members)]
+        for (job, _), result in zip(members, decode_batch(net, features, requests), strict=True):
+            job.accept(result)
+    for audio in {id(job.audio): job.audio for job in jobs}.values():
+        needed = {job.seek for job in jobs if job.audio is audio and not job.done}
+        for seek in list(audio.features):
+            if seek not in needed:
+                del audio.features[seek]
+
+
+def run(net: Whisper, jobs: Sequence[Job]) -> list[dict]:
+    """Step the jobs together until all are done; their results in order."""
+    while any(not job.done for job in jobs):
+        step(net, jobs)
+    for job in jobs:
+        if job.language is None:  # audio too short for any window: still name a language
+            _detect_languages(net, [job])
+    return [job.result() for job in jobs]
