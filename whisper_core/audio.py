@@ -88,7 +88,7 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(above, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mel_filters_np(n_mels: int) -> np.ndarray:
     """Triangular filters spaced on Slaney's mel scale, area-normalised (as Whisper was trained with)."""
     fft_freqs = np.linspace(0, SAMPLE_RATE / 2, 1 + N_FFT // 2)

@@ -192,7 +192,8 @@ class TextDecoder(nn.Module):
         b, t = tokens.shape
         offset = state.length
         steps = torch.arange(offset, offset + t, device=tokens.device)
-        positions = (steps[None, :] - state.pad[:, None]).clamp(min=0)
+        # Rows that already stopped (a full context) may run past the table; their outputs are unused.
+        positions = (steps[None, :] - state.pad[:, None]).clamp(0, self.positional_embedding.shape[0] - 1)
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
         mask = self._mask(state.pad, offset, t, x.dtype)
         for block, cache, cross_kv in zip(self.blocks, state.caches, state.cross_kv, strict=True):

@@ -11,7 +11,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, pad_or_trim
+from .audio import (
+    HOP_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    log_mel_spectrogram,
+    pad_or_trim,
+)
 from .decoding import DecodingOptions, DecodingResult, decode_batch, detect_language, group_size
 from .model import Whisper
 from .tokenizer import Tokenizer, normalize_language

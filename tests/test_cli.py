@@ -1,0 +1,40 @@
+"""The command line, run as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "whisper_core", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_writes_subtitles(shared, tmp_path):
+    proc = _run(str(shared / "audio" / "en_jfk_ask_not.flac"), "--output_format", "srt", "--beam_size", "1",
+                "--output_dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    srt = (tmp_path / "en_jfk_ask_not.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> ")
+    assert "ask not what your country can do for you" in srt
+    assert "ask what you can do for your country" in proc.stdout  # verbose prints segments
+
+
+def test_cli_both_tasks_writes_bilingual(shared, tmp_path):
+    proc = _run(str(shared / "audio" / "fr_sous_le_consulat.wav"), "--task", "both", "--beam_size", "1",
+                "--output_format", "txt", "--output_dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "consulat" in (tmp_path / "fr_sous_le_consulat.transcribe.txt").read_text()
+    bilingual = (tmp_path / "fr_sous_le_consulat.bilingual.srt").read_text().splitlines()
+    assert "consulat" in bilingual[2] and bilingual[3].startswith("Under")
+
+
+def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
+    bogus = tmp_path / "notes.mp3"
+    bogus.write_text("this is not audio")
+    proc = _run(str(bogus), "--output_dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "notes.mp3" in proc.stderr

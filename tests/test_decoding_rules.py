@@ -1,0 +1,108 @@
+"""Whisper's logit rules and the candidate ranking, on small synthetic logits."""
+
+import pytest
+import torch
+
+from whisper_core.decoding import (
+    DecodingOptions,
+    _BeamGroup,
+    _LogitRules,
+    _rank,
+    check_options,
+    compression_ratio,
+    initial_tokens,
+    suppressed_tokens,
+)
+from whisper_core.loading import bundled_base
+from whisper_core.tokenizer import build_tokenizer
+
+VOCAB = 51865
+
+
+@pytest.fixture(scope="module")
+def tok():
+    model_dir, _ = bundled_base()
+    return build_tokenizer(model_dir / "tokenizer.json").with_task("en", "transcribe")
+
+
+def _apply(tok, sampled: list[int], begin: int = 3, **opts) -> torch.Tensor:
+    rules = _LogitRules(DecodingOptions(language="en", **opts), tok, begin, VOCAB, "cpu")
+    tokens = torch.tensor([[*tok.sot_sequence, *sampled]])
+    logits = torch.zeros(1, VOCAB)
+    logits[0, tok.timestamp_begin :] = -20.0  # text likelier, so the forced-timestamp rule stays out
+    rules.apply(logits, tokens)
+    return logits[0]
+
+
+def test_first_token_is_a_timestamp_within_one_second(tok):
+    logits = _apply(tok, [])
+    ts = tok.timestamp_begin
+    assert torch.isinf(logits[:ts]).all()
+    assert torch.isfinite(logits[ts : ts + 51]).all()
+    assert torch.isinf(logits[ts + 51 :]).all()
+
+
+def test_timestamps_come_in_pairs(tok):
+    ts = tok.timestamp_begin
+    after_pair = _apply(tok, [ts, 400, ts + 10, ts + 10])
+    assert torch.isinf(after_pair[ts:]).all()  # text must follow a pair
+    after_text_and_stamp = _apply(tok, [ts, 400, ts + 10])
+    assert torch.isinf(after_text_and_stamp[: tok.eot]).all()  # another stamp or the end
+    assert torch.isfinite(after_text_and_stamp[tok.eot])
+
+
+def test_timestamps_never_go_back(tok):
+    ts = tok.timestamp_begin
+    logits = _apply(tok, [ts, 400, 401])
+    assert torch.isinf(logits[ts : ts + 1]).all()  # a segment cannot end where it started
+    assert torch.isfinite(logits[ts + 1 : ts + 5]).all()
+
+
+def test_timestamp_forced_when_likelier_than_any_text(tok):
+    rules = _LogitRules(DecodingOptions(language="en"), tok, 3, VOCAB, "cpu")
+    tokens = torch.tensor([[*tok.sot_sequence, tok.timestamp_begin, 400]])
+    logits = torch.full((1, VOCAB), -10.0)
+    logits[0, 401] = 0.0
+    logits[0, tok.timestamp_begin + 5 : tok.timestamp_begin + 100] = -1.0  # spread, but more in sum
+    rules.apply(logits, tokens)
+    assert torch.isinf(logits[0, : tok.timestamp_begin]).all()
+
+
+def test_suppression(tok):
+    logits = _apply(tok, [tok.timestamp_begin, 400], without_timestamps=False)
+    for t in suppressed_tokens(DecodingOptions(), tok):
+        assert torch.isinf(logits[t])
+    blank = _apply(tok, [], without_timestamps=True)
+    assert torch.isinf(blank[tok.encode(" ")[0]]) and torch.isinf(blank[tok.eot])
+
+
+def test_initial_tokens_with_prompt_and_prefix(tok):
+    tokens = initial_tokens(DecodingOptions(language="en", prompt="hello there", prefix="So"), tok, 448)
+    assert tokens[0] == tok.sot_prev
+    assert tokens[tokens.index(tok.sot) :][:3] == list(tok.sot_sequence)
+    long_prompt = list(range(1000))
+    assert len(initial_tokens(DecodingOptions(prompt=long_prompt), tok, 448)) == 1 + 223 + 3
+
+
+def test_option_checks():
+    with pytest.raises(ValueError):
+        check_options(DecodingOptions(task="summarize"))
+    with pytest.raises(ValueError):
+        check_options(DecodingOptions(best_of=5))
+    with pytest.raises(ValueError):
+        check_options(DecodingOptions(patience=2.0))
+
+
+def test_ranking_and_beams():
+    assert _rank([[1, 2, 3], [1]], [-3.0, -2.0], None) == 0  # -1 per token beats -2 per token
+    assert _rank([[1, 2, 3], [1]], [-3.0, -2.0], 1.0) == 1
+    group = _BeamGroup(beam_size=2, patience=None, eot=0)
+    kept, scores, sources = group.step([[5], [5]], [0.0, 0.0], [[-0.1, -0.5, -1.0]] * 2, [[7, 0, 8]] * 2, [0, 1])
+    assert kept == [[5, 7], [5, 8]]  # duplicates merge; the ended candidate is set aside
+    assert sources == [1, 1]  # identical beams: the later row is the source
+    assert list(group.finished) == [(5, 0)]
+
+
+def test_compression_ratio_flags_repetition():
+    assert compression_ratio("the cat " * 40) > 2.4
+    assert compression_ratio("And so my fellow Americans, ask not what your country can do.") < 2.4

@@ -1,0 +1,63 @@
+"""Subtitle writers and the translation's time alignment, on fixed inputs."""
+
+import json
+
+import pytest
+
+from whisper_core.writers import (
+    align_by_time,
+    format_timestamp,
+    to_bilingual,
+    to_json,
+    to_srt,
+    to_tsv,
+    to_txt,
+    to_vtt,
+    write_result,
+)
+
+
+def _seg(start, end, text):
+    return {"start": start, "end": end, "text": text}
+
+
+RESULT = {
+    "text": " Bonjour. Ça va ?",
+    "segments": [_seg(0.0, 1.5, " Bonjour."), _seg(1.5, 1.5, ""), _seg(2.0, 3661.25, " Ça va ?")],
+    "language": "fr",
+}
+
+
+def test_timestamps():
+    assert format_timestamp(0) == "00:00.000"
+    assert format_timestamp(3661.25, always_include_hours=True, decimal_marker=",") == "01:01:01,250"
+    assert format_timestamp(3661.25) == "01:01:01.250"
+    with pytest.raises(ValueError):
+        format_timestamp(-1)
+
+
+def test_srt_vtt_txt_tsv_skip_empty_segments():
+    assert to_srt(RESULT) == "1\n00:00:00,000 --> 00:00:01,500\nBonjour.\n\n2\n00:00:02,000 --> 01:01:01,250\nÇa va ?\n"
+    assert to_vtt(RESULT).startswith("WEBVTT\n\n00:00.000 --> 00:01.500\nBonjour.\n")
+    assert to_txt(RESULT) == "Bonjour.\nÇa va ?\n"
+    assert to_tsv(RESULT).splitlines() == ["start\tend\ttext", "0\t1500\tBonjour.", "2000\t3661250\tÇa va ?"]
+    assert json.loads(to_json(RESULT)) == RESULT
+
+
+def test_translation_goes_to_the_segment_it_overlaps_most():
+    transcript = [_seg(0, 4, " a"), _seg(4, 10, " b"), _seg(10, 12, " c")]
+    translation = [_seg(0, 5, " A"), _seg(5, 9, " B1"), _seg(9, 10.5, " B2"), _seg(30, 31, " late")]
+    assert align_by_time(transcript, translation) == ["A", "B1 B2", "late"]
+
+
+def test_bilingual_cues_hold_both_lines():
+    translation = {"segments": [_seg(0.0, 1.4, " Hello."), _seg(2.0, 3600, " How are you?")]}
+    srt = to_bilingual(RESULT, translation)
+    assert srt.split("\n\n")[0] == "1\n00:00:00,000 --> 00:00:01,500\nBonjour.\nHello."
+    vtt = to_bilingual(RESULT, translation, fmt="vtt")
+    assert "Ça va ?\nHow are you?" in vtt and vtt.startswith("WEBVTT")
+
+
+def test_write_all_formats(tmp_path):
+    written = write_result(RESULT, "all", tmp_path, "talk")
+    assert sorted(p.name for p in written) == ["talk.json", "talk.srt", "talk.tsv", "talk.txt", "talk.vtt"]

@@ -1,0 +1,142 @@
+"""The command line: `python -m whisper_core FILE_OR_URL ... --task translate --output_format srt`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .writers import FORMATS, to_bilingual, write_result
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text == "None" else int(text)
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text == "None" else float(text)
+
+
+def _str2bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, not {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m whisper_core",
+        description="Transcribe speech, or translate it to English, from files or URLs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # fmt: off
+    p.add_argument("audio", nargs="+", help="audio or video files, or http(s) URLs (YouTube and other sites)")
+    p.add_argument("--model", default="base", help="'base' (bundled) or a CTranslate2 model directory")
+    p.add_argument("--model_dir", default=None, help="where converted models are cached")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
+    p.add_argument("--output_dir", "-o", default=".", help="directory for the output files")
+    p.add_argument("--output_format", "-f", default="all", choices=[*FORMATS, "all"], help="output format")
+    p.add_argument("--verbose", type=_str2bool, default=True, help="print each segment as it is decoded")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate", "both"],
+                   help="transcribe, translate to English, or both (adds bilingual subtitles)")
+    p.add_argument("--language", default=None, help="the spoken language (default: detect)")
+    p.add_argument("--temperature", type=float, default=0, help="the first sampling temperature")
+    p.add_argument("--temperature_increment_on_fallback", type=_optional_float, default=0.2,
+                   help="step up the temperature by this much when a window fails the thresholds")
+    p.add_argument("--best_of", type=_optional_int, default=5, help="samples to pick from above temperature 0")
+    p.add_argument("--beam_size", type=_optional_int, default=5, help="beams at temperature 0 (1: greedy)")
+    p.add_argument("--patience", type=float, default=None, help="beam search patience")
+    p.add_argument("--length_penalty", type=float, default=None, help="length penalty alpha (None: length)")
+    p.add_argument("--suppress_tokens", default="-1", help="token ids never written; -1: non-speech symbols")
+    p.add_argument("--initial_prompt", default=None, help="text to condition the first window on")
+    p.add_argument("--condition_on_previous_text", type=_str2bool, default=True,
+                   help="feed each window the text before it")
+    p.add_argument("--compression_ratio_threshold", type=_optional_float, default=2.4,
+                   help="fall back to sampling above this gzip compression ratio")
+    p.add_argument("--logprob_threshold", type=_optional_float, default=-1.0,
+                   help="fall back to sampling below this mean log-probability")
+    p.add_argument("--no_speech_threshold", type=_optional_float, default=0.6,
+                   help="skip a window as silent above this no-speech probability (and low log-prob)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    # fmt: on
+    return p
+
+
+def _temperatures(start: float, increment: float | None) -> tuple[float, ...]:
+    if not increment:
+        return (start,)
+    steps = int((1.0 - start) / increment + 1e-6) + 1
+    return tuple(round(start + i * increment, 6) for i in range(steps))
+
+
+def _load_input(item: str):
+    """The audio and a file stem for its outputs; media errors become one line for the user."""
+    from .media import is_url, load_file, load_url
+
+    media = load_url(item) if is_url(item) else load_file(item)
+    stem = Path(item).stem if not is_url(item) else (media.title or "download")
+    return media.audio, "".join(c if c.isalnum() or c in "-_. " else "_" for c in stem).strip() or "output"
+
+
+def _printer(verbose: bool):
+    from .writers import format_timestamp
+
+    def show(task: str, segments: list[dict], fraction: float) -> None:  # noqa: ARG001
+        for s in segments:
+            if s["text"].strip():
+                print(f"[{format_timestamp(s['start'])} --> {format_timestamp(s['end'])}] {s['text'].strip()}",
+                      flush=True)
+
+    return show if verbose else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.model_dir:
+        os.environ["WHISPER_CORE_CACHE"] = args.model_dir
+    import torch
+
+    from .ct2 import CheckpointError
+    from .media import MediaError
+    from .speech_model import load_model
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    options = dict(
+        language=args.language,
+        temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
+        best_of=args.best_of, beam_size=args.beam_size, patience=args.patience,
+        length_penalty=args.length_penalty, suppress_tokens=args.suppress_tokens,
+        initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
+    )
+    try:
+        model = load_model(args.model, args.device)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failures = 0
+    out_dir = Path(args.output_dir)
+    for item in args.audio:
+        try:
+            audio, stem = _load_input(item)
+            progress = _printer(args.verbose and args.task != "both")
+            if args.task == "both":
+                both = model.transcribe_and_translate(audio, **options)
+                for task, result in both.items():
+                    write_result(result, args.output_format, out_dir, f"{stem}.{task}")
+                (out_dir / f"{stem}.bilingual.srt").write_text(
+                    to_bilingual(both["transcribe"], both["translate"]), encoding="utf-8")
+                if args.verbose:
+                    print(both["transcribe"]["text"].strip(), both["translate"]["text"].strip(), sep="\n")
+            else:
+                result = model.transcribe(audio, task=args.task, progress=progress, **options)
+                write_result(result, args.output_format, out_dir, stem)
+        except (MediaError, ValueError) as e:
+            print(f"error: {item}: {e}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
