@@ -19,8 +19,11 @@ AudioInput = str | Path | np.ndarray | torch.Tensor
 class SpeechModel:
     """A Whisper checkpoint loaded once, ready to transcribe and translate."""
 
+    loads = 0  # models loaded in this process (the app must load one, once)
+
     def __init__(self, name: str | None = None, device: str | None = None):
         self.net, self.tokenizer, self.config = load_network(name, device)
+        SpeechModel.loads += 1
         self.name = name or "base"
 
     @property

@@ -257,7 +257,8 @@ class Job:
         }
 
 
-def _detect_languages(net: Whisper, jobs: Sequence[Job]) -> None:
+@torch.inference_mode()
+def detect_languages(net: Whisper, jobs: Sequence[Job]) -> None:
     """Name the language of every job that was given none, from the first 30 s of its audio; the
     transcript and the translation of one input share the detection."""
     undecided: dict[int, list[Job]] = {}
@@ -289,7 +290,7 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
     """Advance every unfinished job by one decode: windows not yet encoded go through the encoder as
     one batch, and decodes that share a temperature and a group size go through the decoder as one."""
     jobs = [job for job in jobs if not job.done]
-    _detect_languages(net, jobs)
+    detect_languages(net, jobs)
     pending = [(job, job.next_decode()) for job in jobs]
     to_encode: dict[tuple[int, int], tuple[Audio, _Pending]] = {}
     for job, p in pending:
@@ -320,5 +321,5 @@ def run(net: Whisper, jobs: Sequence[Job]) -> list[dict]:
         step(net, jobs)
     for job in jobs:
         if job.language is None:  # audio too short for any window: still name a language
-            _detect_languages(net, [job])
+            detect_languages(net, [job])
     return [job.result() for job in jobs]
