@@ -29,7 +29,8 @@ class MediaServer:
     def __init__(self, files: dict[str, Path], host: str = "127.0.0.1"):
         self.files = dict(files)
         self.pages: dict[str, str] = {}
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # the paths asked for, in order
+        self.cookies: list[str] = []  # the Cookie header of each
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer((host, 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -58,6 +59,7 @@ class MediaServer:
 
             def do_GET(self):
                 server.requests.append(self.path)
+                server.cookies.append(self.headers.get("Cookie", ""))
                 parts = urllib.parse.urlsplit(self.path)
                 route, _, name = parts.path.lstrip("/").partition("/")
                 if route in ("media", "nolength", "cut") and name in server.files:

@@ -4,6 +4,7 @@ server on 127.0.0.1 and fetched by yt-dlp, and YouTube's failures as yt-dlp word
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -115,6 +116,13 @@ def made(tmp_path_factory: pytest.TempPathFactory, speech: Path) -> dict[str, Pa
         str(out / "minute.mp3"),
     )
     ffmpeg("-stream_loop", "299", "-i", str(out / "minute.mp3"), "-c", "copy", str(out / "five_hours.mp3"))
+    # HLS, plain and AES-128 encrypted (the key is served beside the segments).
+    (out / "hls.key").write_bytes(b"0123456789abcdef")
+    (out / "keyinfo").write_text(f"hls.key\n{out / 'hls.key'}\n")
+    hls = ["-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"]
+    ffmpeg("-i", str(speech), *hls, "-hls_segment_filename", str(out / "plain%d.ts"), str(out / "plain.m3u8"))
+    aes = ["-hls_key_info_file", str(out / "keyinfo"), "-hls_segment_filename", str(out / "aes%d.ts")]
+    ffmpeg("-i", str(speech), *hls, *aes, str(out / "aes.m3u8"))
     (out / "notes.mp3").write_text("These are meeting notes, not audio.\n" * 50)
     (out / "empty.wav").write_bytes(b"")
     for name in ("speech.mp3", "speech.wav", "speech.m4a"):
@@ -147,23 +155,17 @@ def test_stereo_44k_is_mixed_to_mono(shared, manifest):
 
 
 def test_text_file_named_mp3_is_not_media(made):
-    with pytest.raises(
-        MediaError, match=r"^This file is not audio or video that can be read\. Upload an audio"
-    ):
+    with pytest.raises(MediaError, match=r"^This file is not audio or video that can be read\. Upload an audio"):
         load_file(made["notes.mp3"])
 
 
 def test_video_without_audio_track(made):
-    with pytest.raises(
-        MediaError, match=r"^This file has no audio track, so there is nothing to transcribe\.$"
-    ):
+    with pytest.raises(MediaError, match=r"^This file has no audio track, so there is nothing to transcribe\.$"):
         load_file(made["silent_video.mp4"])
 
 
 def test_empty_file(made):
-    with pytest.raises(
-        MediaError, match=r"^The file is empty \(0 bytes\)\. Record, upload or link it again\.$"
-    ):
+    with pytest.raises(MediaError, match=r"^The file is empty \(0 bytes\)\. Record, upload or link it again\.$"):
         load_file(made["empty.wav"])
 
 
@@ -230,9 +232,7 @@ def test_metadata_is_plain_json(made):
 
 def test_is_url():
     assert is_url("https://www.youtube.com/watch?v=jNQXAC9IVRw") and is_url(" http://example.com/a.mp3 ")
-    assert not any(
-        map(is_url, ["clip.mp3", "/tmp/a.wav", "file:///etc/passwd", "ytsearch:cats", "ftp://x/y"])
-    )
+    assert not any(map(is_url, ["clip.mp3", "/tmp/a.wav", "file:///etc/passwd", "ytsearch:cats", "ftp://x/y"]))
 
 
 # --- links --------------------------------------------------------------------------------------------------
@@ -243,11 +243,10 @@ def server(made):
     served = {name: made[name] for name in [*FORMATS, *VIDEO_FORMATS, "speech.wav", "silent_video.mp4"]}
     served.update({"notes.mp3": made["notes.mp3"], "empty.wav": made["empty.wav"]})
     served["truncated.m4a"] = made["half_speech.m4a"]
+    served.update({name: path for name, path in made.items() if name.startswith(("plain", "aes", "hls."))})
     srv = MediaServer(served)
     media_url = srv.url("/media/speech.mp4")
-    srv.pages["video.html"] = (
-        f'<html><head><title>A talk</title></head><body><video src="{media_url}"></video>'
-    )
+    srv.pages["video.html"] = f'<html><head><title>A talk</title></head><body><video src="{media_url}"></video>'
     srv.pages["og.html"] = (
         '<html><head><meta property="og:title" content="Talk on a page">'
         f'<meta property="og:video" content="{srv.url("/media/speech.m4a")}"></head><body>Hello</body></html>'
@@ -329,9 +328,7 @@ def test_redirect_to_another_loopback_address_when_allowed(fetch, server, other_
 def test_loopback_link_is_refused_without_opt_in(server, temp_root, monkeypatch):
     monkeypatch.delenv("WHISPER_ALLOW_PRIVATE_URLS", raising=False)
     before = len(server.requests)
-    with pytest.raises(
-        MediaError, match=r"^This link leads to a private or local network address \(127\.0\.0\.1\)"
-    ):
+    with pytest.raises(MediaError, match=r"^This link leads to a private or local network address \(127\.0\.0\.1\)"):
         load_url(server.url("/media/speech.wav"), URL_LIMITS)
     assert len(server.requests) == before, "the guard must refuse before connecting"
     assert not any(temp_root.iterdir())
@@ -375,9 +372,47 @@ BAD_LINKS = [  # path, limits, the start of the message
 ]
 
 
-@pytest.mark.parametrize(
-    ("path", "limits", "message"), BAD_LINKS, ids=[f"{p} {m[:24]}" for p, _, m in BAD_LINKS]
-)
+def test_hls_stream_is_fetched_by_yt_dlp_itself(fetch, server, speech_duration):
+    media = fetch(server.url("/media/plain.m3u8"))
+    assert abs(media.duration - speech_duration) < 0.2
+    assert {"/media/plain0.ts", "/media/plain1.ts", "/media/plain2.ts"} <= set(server.requests)
+
+
+def test_ffmpeg_never_fetches_a_stream_itself(fetch, server, tmp_path, monkeypatch, speech_duration):
+    """Without pycryptodomex, yt-dlp hands AES-128 HLS to ffmpeg when one is on PATH; ffmpeg would connect
+    past the address check, so it is allowed local files only and the link fails instead."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ffmpeg").symlink_to(ffmpeg_executable())
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    before = len(server.requests)
+    try:
+        media = fetch(server.url("/media/aes.m3u8"))
+    except MediaError as error:
+        assert str(error).startswith("This video is only offered in a way this server cannot fetch")
+        assert not [p for p in server.requests[before:] if p.endswith((".ts", ".key"))]
+    else:  # pycryptodomex is installed
+        assert abs(media.duration - speech_duration) < 0.2
+
+
+def test_nothing_is_written_to_stdout_or_stderr(fetch, server, capfd):
+    fetch(server.url("/media/speech.mp3"))
+    with pytest.raises(MediaError):
+        fetch(server.url("/status/404"))
+    assert capfd.readouterr() == ("", "")
+
+
+def test_cookies_file_is_sent_from_a_copy(fetch, server, tmp_path, monkeypatch):
+    jar = tmp_path / "cookies.txt"
+    jar.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc123\n")
+    before = jar.read_text()
+    monkeypatch.setenv("WHISPER_YTDLP_COOKIES", str(jar))
+    start = len(server.requests)
+    fetch(server.url("/media/speech.mp3"))
+    assert "session=abc123" in server.cookies[start:]
+    assert jar.read_text() == before, "yt-dlp saves its jar on exit: it must write to the request's copy"
+
+
+@pytest.mark.parametrize(("path", "limits", "message"), BAD_LINKS, ids=[f"{p} {m[:24]}" for p, _, m in BAD_LINKS])
 def test_bad_link(fetch, server, path, limits, message):
     start = time.monotonic()
     with pytest.raises(MediaError, match="^" + message):
@@ -397,9 +432,7 @@ def test_only_http_links_are_fetched(fetch, url):
 def test_youtube_fails_fast_when_youtube_cannot_be_reached(fetch):
     """Here DNS does not resolve outside hosts: the link fails within seconds with advice, not a traceback."""
     start = time.monotonic()
-    with pytest.raises(
-        MediaError, match=r"^Could not reach www\.youtube\.com: .* upload the file instead\.$"
-    ):
+    with pytest.raises(MediaError, match=r"^Could not reach www\.youtube\.com: .* upload the file instead\.$"):
         fetch("https://www.youtube.com/watch?v=jNQXAC9IVRw", Limits(timeout_s=2))
     assert time.monotonic() - start < 10
 

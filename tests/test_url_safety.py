@@ -157,9 +157,7 @@ def test_policies_of_concurrent_requests_do_not_leak(servers):
             except RequestError:
                 results[name].append("refused")
 
-    threads = [
-        threading.Thread(target=run, args=args) for args in (("open", None), ("guarded", is_public_address))
-    ]
+    threads = [threading.Thread(target=run, args=args) for args in (("open", None), ("guarded", is_public_address))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -174,7 +172,5 @@ def test_plain_youtube_dl_is_not_affected(servers):
     first, _ = servers
     params = {"quiet": True, "logger": _Quiet(), "compat_opts": {"prefer-legacy-http-handler"}}
     with yt_dlp.YoutubeDL(params) as ydl:
-        assert (
-            ydl._request_director._get_handlers(yt_dlp.networking.Request(first.base))[0].RH_KEY == "Urllib"
-        )
+        assert ydl._request_director._get_handlers(yt_dlp.networking.Request(first.base))[0].RH_KEY == "Urllib"
         assert ydl.urlopen(first.url("/media/hello.txt")).read() == b"hello"

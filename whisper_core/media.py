@@ -56,9 +56,7 @@ COOKIES_ADVICE = (
     "Download it yourself and upload the file here; the owner of this server can also set "
     f"{COOKIES_ENV} to a cookies file exported from a signed-in browser."
 )
-MSG_NOT_HTTP = (
-    "Only http:// and https:// links can be fetched. Paste the address of a video page or media file."
-)
+MSG_NOT_HTTP = "Only http:// and https:// links can be fetched. Paste the address of a video page or media file."
 MSG_PRIVATE_ADDRESS = (
     "This link leads to a private or local network address ({address}), which this server does not fetch. "
     f"Paste a public link, or {UPLOAD_INSTEAD} "
@@ -77,14 +75,10 @@ MSG_HTTP = {
 MSG_HTTP_OTHER = "The site answered with HTTP error {status}."
 MSG_BOT_CHECK = f"YouTube wants this server to sign in to prove it is not a bot. {COOKIES_ADVICE}"
 MSG_AGE = f"This video is age-restricted and YouTube only plays it to a signed-in account. {COOKIES_ADVICE}"
-MSG_PRIVATE_VIDEO = (
-    "This video is private: only people its owner shared it with can play it. Upload it if you have it."
-)
+MSG_PRIVATE_VIDEO = "This video is private: only people its owner shared it with can play it. Upload it if you have it."
 MSG_MEMBERS = "This video is for the channel's paying members only. Upload the file if you have access to it."
 MSG_GEO = f"This video is not available in the country this server is in; {UPLOAD_INSTEAD}."
-MSG_REMOVED = (
-    "This video is no longer available (removed, taken down, or its account was closed). Check the link."
-)
+MSG_REMOVED = "This video is no longer available (removed, taken down, or its account was closed). Check the link."
 MSG_LIVE = (
     "This is a live stream or a premiere that has not ended; only finished recordings can be transcribed. "
     "Try again when it is over."
@@ -93,12 +87,8 @@ MSG_UNSUPPORTED = (
     "No audio or video was found at this link, and yt-dlp does not know the site. Paste the link of the "
     f"video page itself or a direct link to a media file, or {UPLOAD_INSTEAD}."
 )
-MSG_NO_STREAM = (
-    f"No audio or video stream could be found behind this link. Check the link, or {UPLOAD_INSTEAD}."
-)
-MSG_PLAYLIST = (
-    "This link is a playlist, a channel or a page with several videos; paste the link of one video."
-)
+MSG_NO_STREAM = f"No audio or video stream could be found behind this link. Check the link, or {UPLOAD_INSTEAD}."
+MSG_PLAYLIST = "This link is a playlist, a channel or a page with several videos; paste the link of one video."
 MSG_UNFETCHABLE = f"This video is only offered in a way this server cannot fetch; {UPLOAD_INSTEAD}."
 MSG_EMPTY_DOWNLOAD = f"The link gave an empty file (0 bytes). Check the link, or {UPLOAD_INSTEAD}."
 MSG_BROKEN_DOWNLOAD = f"The download broke off before the end of the file. Try again, or {UPLOAD_INSTEAD}."
@@ -114,12 +104,8 @@ MSG_NO_AUDIO = "This {noun} has no audio track, so there is nothing to transcrib
 MSG_CORRUPT = "This {noun} could not be decoded: it looks corrupt or cut short. Export or download it again."
 MSG_TOO_LONG = "This {noun} is {length} long; the limit is {limit}. Cut it into parts of at most {limit}."
 MSG_LONGER_THAN = "This {noun} is longer than the limit of {limit}. Cut it into parts of at most {limit}."
-MSG_TOO_LARGE = (
-    "This {noun} is {size}; the limit is {limit}. Use a shorter or smaller file, or only its audio."
-)
-MSG_LARGER_THAN = (
-    "This {noun} is larger than the limit of {limit}. Use a shorter or smaller file, or only its audio."
-)
+MSG_TOO_LARGE = "This {noun} is {size}; the limit is {limit}. Use a shorter or smaller file, or only its audio."
+MSG_LARGER_THAN = "This {noun} is larger than the limit of {limit}. Use a shorter or smaller file, or only its audio."
 
 # yt-dlp passes YouTube's own reasons on as text. Checked in this order: the bot check and the age gate both
 # say "Sign in to confirm", and a private video says "Sign in if you've been granted access".
@@ -139,6 +125,7 @@ TEXT_CASES: list[tuple[str, str]] = [
     (r"did not get any data blocks|downloaded file is empty", MSG_EMPTY_DOWNLOAD),
     (r"downloaded \d+ bytes, expected \d+ bytes|incomplete ?read", MSG_BROKEN_DOWNLOAD),
     (r"no video formats found|requested format is not available", MSG_NO_STREAM),
+    (r"ffmpeg exited with code", MSG_UNFETCHABLE),  # a stream yt-dlp gave to ffmpeg, which may not fetch
 ]
 UNREACHABLE = (
     r"name or service not known|temporary failure in name resolution|nodename nor servname|getaddrinfo"
@@ -338,6 +325,7 @@ def _ydl_params(limits: Limits, workdir: Path, ydl_log: _YtDlpLog, hook: Callabl
         "proxy": "",  # connect directly: the address check must see the real destination
         "ffmpeg_location": ffmpeg_executable(),
         "external_downloader_args": FFMPEG_DOWNLOAD_ARGS,
+        "fixup": "never",  # our decoder reads what yt-dlp would remux (MPEG-TS, fragmented MP4)
     }
     cookies = os.environ.get(COOKIES_ENV)
     if cookies and Path(cookies).is_file():
@@ -430,9 +418,7 @@ def _probe(path: Path, noun: str) -> _Probe:
         str(path),
     ]
     try:
-        text = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S).stderr.decode(
-            errors="replace"
-        )
+        text = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S).stderr.decode(errors="replace")
     except subprocess.TimeoutExpired as e:
         raise MediaError(MSG_CORRUPT.format(noun=noun)) from e
     opening, found, info = text.partition("Input #0")
@@ -442,9 +428,7 @@ def _probe(path: Path, noun: str) -> _Probe:
     clock = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", info)
     duration = int(clock[1]) * 3600 + int(clock[2]) * 60 + float(clock[3]) if clock else None
     container_part = info.split("Stream #", 1)[0]  # stream-level tags follow
-    tags = {
-        key.lower(): value.strip() for key, value in re.findall(r"^ {4}(\w+)\s*: (.*)$", container_part, re.M)
-    }
+    tags = {key.lower(): value.strip() for key, value in re.findall(r"^ {4}(\w+)\s*: (.*)$", container_part, re.M)}
     return _Probe(
         duration=duration,
         has_audio=re.search(r"Stream #\S+.*: Audio:", info) is not None,

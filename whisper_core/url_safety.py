@@ -35,9 +35,7 @@ URL_SCHEMES = ("http", "https")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[IPAddress], bool]  # True: this address may be connected to
 
-_POLICY: contextvars.ContextVar[AddressPolicy | None] = contextvars.ContextVar(
-    "whisper_address_policy", default=None
-)
+_POLICY: contextvars.ContextVar[AddressPolicy | None] = contextvars.ContextVar("whisper_address_policy", default=None)
 _ORIGINAL_CREATE_CONNECTION = _urllib.create_connection
 _INSTALL_LOCK = threading.Lock()
 
