@@ -12,6 +12,9 @@ requirements.txt pins yt-dlp and tests/test_url_safety.py fails if the hook move
 The wrapper is global but its policy is not: it reads a context variable that the guarded handler sets for
 the duration of each of its own requests, so concurrent requests with different settings, and any other
 yt-dlp use in the process, are unaffected.
+
+Two ways around the wrapper are closed elsewhere: the handler drops ftp: (ftplib connects by itself), and
+media.py lets the ffmpeg that yt-dlp hands some streams to read local files only.
 """
 
 from __future__ import annotations
