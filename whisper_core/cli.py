@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # fmt: off
     p.add_argument("audio", nargs="+", help="audio or video files, or http(s) URLs (YouTube and other sites)")
-    p.add_argument("--model", default="base", help="'base' (bundled) or a CTranslate2 model directory")
-    p.add_argument("--model_dir", default=None, help="where converted models are cached")
+    p.add_argument("--model", default="base", help="a name (tiny ... large-v3-turbo; 'base' is bundled), a .pt "
+                   "file, a CTranslate2 or Transformers directory, or a Hugging Face repository id")
+    p.add_argument("--model_dir", default=None, help="where downloaded models are kept (default: ~/.cache/whisper)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--output_dir", "-o", default=".", help="directory for the output files")
     p.add_argument("--output_format", "-f", default="all", choices=[*FORMATS, "all"], help="output format")
@@ -95,8 +95,6 @@ def _printer(verbose: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.model_dir:
-        os.environ["WHISPER_CORE_CACHE"] = args.model_dir
     import torch
 
     from .ct2 import CheckpointError
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
     )
     try:
-        model = load_model(args.model, args.device)
+        model = load_model(args.model, args.device, download_root=args.model_dir)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -112,7 +112,8 @@ def _block(out: dict, variables: dict, src: str, dst: str, *, cross: bool) -> No
 
 
 def state_dict_from_variables(variables: dict[str, np.ndarray], dims: ModelDimensions) -> dict[str, torch.Tensor]:
-    """Our module names -> float tensors (kept in the checkpoint's precision)."""
+    """Our module names -> float tensors, kept in the checkpoint's precision (float16, float32; bfloat16
+    is widened on reading). Quantized weights (int8, int16) are refused: they need scales we do not apply."""
     out: dict[str, np.ndarray] = {
         "encoder.conv1.weight": variables["encoder/conv1/weight"],
         "encoder.conv1.bias": variables["encoder/conv1/bias"],
@@ -131,10 +132,10 @@ def state_dict_from_variables(variables: dict[str, np.ndarray], dims: ModelDimen
     for i in range(dims.n_text_layer):
         _block(out, variables, f"decoder/layer_{i}", f"decoder.blocks.{i}", cross=True)
     for name, arr in out.items():
-        if arr.dtype == np.int8:
+        if arr.dtype.kind != "f":
             raise CheckpointError(
-                f"{name} is quantized to int8; use a float16 or float32 CTranslate2 model "
-                "(convert with --quantization float16)"
+                f"{name} is quantized ({arr.dtype}); use a float16 or float32 CTranslate2 model "
+                "(e.g. ct2-transformers-converter --quantization float16)"
             )
     return {name: torch.from_numpy(np.array(arr)) for name, arr in out.items()}
 

@@ -1,4 +1,4 @@
-"""Finding, converting and loading checkpoints; the bundled multilingual base works offline."""
+"""Finding, converting and loading checkpoints of every kind; the bundled multilingual base works offline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
+from . import hf_checkpoint, openai_checkpoint
 from .ct2 import CheckpointError, read_model_dir
 from .model import ModelDimensions, Whisper
-from .tokenizer import Tokenizer, build_tokenizer
+from .tokenizer import MULTILINGUAL_N_VOCAB, Tokenizer, build_tokenizer, english_tokenizer
 
 DEFAULT_MODEL = "base"
 _CACHE_FORMAT = 1  # bump when the converted layout changes
@@ -77,35 +78,90 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_checkpoint(name_or_path: str | None = None) -> tuple[dict, ModelDimensions, dict, Path]:
-    """(state dict, dimensions, config, directory holding tokenizer.json) for a model name or path."""
+def load_checkpoint(
+    name_or_path: str | None = None, download_root: str | Path | None = None
+) -> tuple[dict, ModelDimensions, dict, Path | None]:
+    """(state dict, dimensions, config, directory holding tokenizer.json or None when the checkpoint
+    ships no vocabulary) for any Whisper checkpoint: a published name ('base' is the bundled one), an
+    OpenAI .pt file, a CTranslate2 or Transformers directory, or a Hugging Face Hub repository id."""
     name = name_or_path or DEFAULT_MODEL
     if name == DEFAULT_MODEL:
-        model_dir, parts = bundled_base()
-        return (*_load_ct2_cached(model_dir, parts), model_dir)
+        try:
+            model_dir, parts = bundled_base()
+        except CheckpointError:
+            pass  # not installed: download it like any other name
+        else:
+            return (*_load_ct2_cached(model_dir, parts), model_dir)
+    if published := openai_checkpoint.canonical_name(name):
+        state_dict, dims, config = openai_checkpoint.read_checkpoint(
+            openai_checkpoint.download_model(published, download_root)
+        )
+        return state_dict, dims, {**config, "alignment_heads": openai_checkpoint.ALIGNMENT_HEADS[published]}, None
     path = Path(name).expanduser()
+    if path.is_file():
+        return (*openai_checkpoint.read_checkpoint(path), None)
     if path.is_dir():
-        if (path / "model.bin").is_file():
-            return (*_load_ct2_cached(path, None), path)
-        raise CheckpointError(f"{path} holds no model.bin; pass a faster-whisper (CTranslate2) model directory")
-    raise CheckpointError(f"Unknown model {name!r}: use 'base' (bundled) or a CTranslate2 model directory")
+        return _load_dir(path)
+    if hf_checkpoint.looks_like_repo_id(name):
+        return _load_dir(hf_checkpoint.snapshot(name))
+    raise CheckpointError(
+        f"Unknown model {name!r}: use one of {', '.join(openai_checkpoint.model_names())}, a .pt file, a "
+        "CTranslate2 or Transformers model directory, or a Hugging Face repository id such as openai/whisper-small"
+    )
+
+
+def _load_dir(path: Path) -> tuple[dict, ModelDimensions, dict, Path | None]:
+    tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
+    if (path / "model.bin").is_file():
+        return (*_load_ct2_cached(path, None), tokenizer_dir)
+    if hf_checkpoint.is_transformers_dir(path):
+        return (*hf_checkpoint.read_transformers_dir(path), tokenizer_dir)
+    raise CheckpointError(
+        f"{path} holds no model.bin (CTranslate2/faster-whisper) nor config.json with "
+        f"{' or '.join(hf_checkpoint.WEIGHT_FILES)} (Transformers): pass a Whisper model directory"
+    )
+
+
+def _tokenizer(tokenizer_dir: Path | None, n_vocab: int) -> Tokenizer:
+    """The checkpoint's own vocabulary, else Whisper's: the bundled base's for multilingual models,
+    GPT-2's (shipped with this package) for English-only ones."""
+    try:
+        if tokenizer_dir is not None:
+            return build_tokenizer(tokenizer_dir / "tokenizer.json", n_vocab)
+        if n_vocab >= MULTILINGUAL_N_VOCAB:
+            return build_tokenizer(bundled_base()[0] / "tokenizer.json", n_vocab)
+        return english_tokenizer(n_vocab)
+    except ValueError as e:
+        raise CheckpointError(f"the tokenizer does not fit the weights ({e}); the directory is mixed") from e
+
+
+def translation_unavailable(dims: ModelDimensions) -> str | None:
+    """Why a model cannot translate to English, or None. English-only models know one language; a decoder
+    shallower than the encoder (large-v3-turbo, distilled models) was trained on transcription only."""
+    if dims.n_vocab < MULTILINGUAL_N_VOCAB:
+        return "this model is English-only: it transcribes English and cannot translate"
+    if dims.n_text_layer < dims.n_audio_layer:
+        return (f"this model's decoder was cut to {dims.n_text_layer} layers (large-v3-turbo or a distilled model) "
+                "and trained on transcription only; translate with a full model such as small, medium or large-v3")
+    return None
 
 
 def load_network(
-    name_or_path: str | None = None, device: str | None = None
+    name_or_path: str | None = None, device: str | None = None, download_root: str | Path | None = None
 ) -> tuple[Whisper, Tokenizer, dict]:
     """The network on `device` (fp16 on CUDA, fp32 on CPU), its tokenizer and its config."""
-    state_dict, dims, config, model_dir = load_checkpoint(name_or_path)
+    state_dict, dims, config, tokenizer_dir = load_checkpoint(name_or_path, download_root)
     device = device or default_device()
     dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     with torch.device("meta"):
         net = Whisper(dims)
-    net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
+    try:
+        net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"the weights do not fit a Whisper model of their stated size: {detail[:300]}") from e
     net.eval()
-    tokenizer_file = model_dir / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise CheckpointError(f"{tokenizer_file} is missing; a Whisper model directory needs its tokenizer.json")
-    tokenizer = build_tokenizer(tokenizer_file)
+    tokenizer = _tokenizer(tokenizer_dir, dims.n_vocab)
     if config.get("lang_ids") is not None and len(config["lang_ids"]) != len(tokenizer.languages):
         if tokenizer.is_multilingual:
             raise CheckpointError("config.json and tokenizer.json disagree on the languages; the directory is mixed")

@@ -10,7 +10,7 @@ import torch
 from . import transcribe as longform
 from .audio import load_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
-from .loading import load_network
+from .loading import load_network, translation_unavailable
 from .transcribe import Audio, Job, ProgressCallback, make_options
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
@@ -21,8 +21,8 @@ class SpeechModel:
 
     loads = 0  # models loaded in this process (the app must load one, once)
 
-    def __init__(self, name: str | None = None, device: str | None = None):
-        self.net, self.tokenizer, self.config = load_network(name, device)
+    def __init__(self, name: str | None = None, device: str | None = None, download_root: str | Path | None = None):
+        self.net, self.tokenizer, self.config = load_network(name, device, download_root)
         SpeechModel.loads += 1
         self.name = name or "base"
 
@@ -33,6 +33,22 @@ class SpeechModel:
     @property
     def is_multilingual(self) -> bool:
         return self.tokenizer.is_multilingual
+
+    @property
+    def translation_unavailable(self) -> str | None:
+        """Why this model cannot translate (English-only, turbo), or None when it can."""
+        return translation_unavailable(self.net.dims)
+
+    @property
+    def can_translate(self) -> bool:
+        return self.translation_unavailable is None
+
+    def _not_translated(self) -> dict:
+        """The result of a translation this model cannot do: no text, and the reason, rather than a
+        transcript passed off as English."""
+        language = None if self.is_multilingual else "en"
+        return {"text": "", "segments": [], "language": language, "language_probs": None,
+                "translation_unavailable": self.translation_unavailable}
 
     def prepare(self, audio: AudioInput) -> Audio:
         """Decode (for a path) and compute the log-mel once; the result can feed several jobs."""
@@ -50,8 +66,11 @@ class SpeechModel:
         Takes openai-whisper's keywords: task, language, temperature, beam_size, best_of, patience,
         length_penalty, initial_prompt, condition_on_previous_text, compression_ratio_threshold,
         logprob_threshold, no_speech_threshold, suppress_tokens, suppress_blank, without_timestamps.
-        Returns {"text", "segments", "language", "language_probs"}.
+        Returns {"text", "segments", "language", "language_probs"}; a translation that this model cannot
+        do returns no text and says why in "translation_unavailable".
         """
+        if options.get("task") == "translate" and not self.can_translate:
+            return self._not_translated()
         job = self.job(self.prepare(audio), progress, **options)
         return longform.run(self.net, [job])[0]
 
@@ -62,6 +81,9 @@ class SpeechModel:
         lockstep, a window both are at is encoded once, and their decodes share batches."""
         if "task" in options:
             raise TypeError("transcribe_and_translate runs both tasks; do not pass task")
+        if not self.can_translate:
+            return {"transcribe": self.transcribe(audio, progress=progress, **options),
+                    "translate": self._not_translated()}
         prepared = self.prepare(audio)
         jobs = [self.job(prepared, progress, task=task, **options) for task in ("transcribe", "translate")]
         transcript, translation = longform.run(self.net, jobs)
@@ -83,6 +105,10 @@ class SpeechModel:
         return decode(self.net, features, options, self.tokenizer)
 
 
-def load_model(name: str | None = None, device: str | None = None) -> SpeechModel:
-    """Load a model: no argument gives the bundled multilingual base, offline."""
-    return SpeechModel(name, device)
+def load_model(
+    name: str | None = None, device: str | None = None, download_root: str | Path | None = None
+) -> SpeechModel:
+    """Load a model: no argument gives the bundled multilingual base, offline. `name` is a published name
+    (tiny ... large-v3-turbo, downloaded into `download_root`, default ~/.cache/whisper), a .pt file, a
+    CTranslate2 or Transformers directory, or a Hugging Face repository id."""
+    return SpeechModel(name, device, download_root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import string
 from dataclasses import dataclass, field
@@ -216,9 +217,21 @@ class Tokenizer:
         return words, word_tokens
 
 
-def build_tokenizer(tokenizer_json: Path) -> Tokenizer:
+# Whisper's vocabulary sizes: text tokens (GPT-2's for English-only models, one more for multilingual
+# ones), then end-of-text, start-of-transcript, the languages, six task/control tokens and the timestamps.
+N_TEXT_ENGLISH = 50256
+N_TEXT_MULTILINGUAL = 50257
+MULTILINGUAL_N_VOCAB = 51865  # the smallest multilingual vocabulary (99 languages)
+_N_FIXED_SPECIALS = 2 + 6 + N_TIMESTAMPS
+# Language codes some tokenizer.json files spell the old way.
+_CODE_ALIASES = {"iw": "he"}
+GPT2_MERGES = Path(__file__).parent / "assets" / "gpt2_merges.txt.gz"
+
+
+def build_tokenizer(tokenizer_json: Path, n_vocab: int | None = None) -> Tokenizer:
     """A Tokenizer from a Hugging Face tokenizer.json (the vocabulary every Whisper checkpoint ships).
-    Whisper's specials are laid out from it: the file's added tokens give the languages."""
+    Whisper's specials are laid out after its text tokens; `n_vocab` (the model's) fixes how many
+    languages there are, else the file's added tokens say."""
     spec = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
     added = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
     decoder = _byte_decoder()
@@ -227,12 +240,37 @@ def build_tokenizer(tokenizer_json: Path) -> Tokenizer:
         if token in added:
             continue
         ranks[bytes(decoder[c] for c in token)] = rank
+    codes = [_CODE_ALIASES.get(content[2:-2], content[2:-2])
+             for content, _ in sorted(added.items(), key=lambda item: item[1]) if content.startswith("<|")]
+    return _whisper_tokenizer(ranks, [code for code in codes if code in LANGUAGES], n_vocab)
+
+
+def english_tokenizer(n_vocab: int | None = None) -> Tokenizer:
+    """English-only models' tokenizer from GPT-2's BPE merges shipped in this package (OpenAI's GPT-2
+    release, MIT): OpenAI's .pt files carry no vocabulary, and tiktoken would fetch GPT-2's from the
+    network. A token's rank is its place: the 256 bytes in GPT-2's order, then one per merge."""
+    decoder = _byte_decoder()
+    ranks = {bytes([b]): rank for rank, b in enumerate(decoder.values())}
+    lines = gzip.decompress(GPT2_MERGES.read_bytes()).decode("utf-8").splitlines()
+    for line in lines[1:]:  # the first line is the format's version
+        left, right = line.split(" ")
+        ranks[bytes(decoder[c] for c in left + right)] = len(ranks)
+    return _whisper_tokenizer(ranks, [], n_vocab)
+
+
+def _whisper_tokenizer(ranks: dict[bytes, int], file_languages: list[str], n_vocab: int | None) -> Tokenizer:
+    """Lay out Whisper's special tokens after the text tokens. English-only models have the language
+    tokens too (their ids must line up) but speak English only."""
     n_text = max(ranks.values()) + 1
-    languages = tuple(
-        content[2:-2]
-        for content, _ in sorted(added.items(), key=lambda item: item[1])
-        if content.startswith("<|") and content[2:-2] in LANGUAGES
-    )
+    multilingual = n_vocab >= MULTILINGUAL_N_VOCAB if n_vocab is not None else n_text == N_TEXT_MULTILINGUAL
+    if n_text != (N_TEXT_MULTILINGUAL if multilingual else N_TEXT_ENGLISH):
+        kind = "multilingual" if multilingual else "English-only"
+        raise ValueError(f"the vocabulary has {n_text} text tokens, which does not fit a {kind} Whisper model")
+    n_languages = len(file_languages) if n_vocab is None else n_vocab - n_text - _N_FIXED_SPECIALS
+    # The file's order first; models with more languages than the file names (large-v3's yue) take
+    # Whisper's order for the rest.
+    languages = list(dict.fromkeys(file_languages))[:n_languages]
+    languages += [code for code in LANGUAGES if code not in languages][: n_languages - len(languages)]
     names = ["<|endoftext|>", "<|startoftranscript|>"]
     names += [f"<|{code}|>" for code in languages]
     names += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
@@ -240,9 +278,9 @@ def build_tokenizer(tokenizer_json: Path) -> Tokenizer:
     names += [f"<|{i * TIMESTAMP_STEP:.2f}|>" for i in range(N_TIMESTAMPS)]
     special = {name: n_text + i for i, name in enumerate(names)}
     encoding = tiktoken.Encoding(
-        name=f"whisper-{len(languages)}",
+        name=f"whisper-{n_text}-{len(languages)}",
         pat_str=_PRETOKENIZE,
         mergeable_ranks=ranks,
         special_tokens=special,
     )
-    return Tokenizer(encoding, languages or ("en",), special=special)
+    return Tokenizer(encoding, tuple(languages) if multilingual else ("en",), special=special)
