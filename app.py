@@ -1,0 +1,442 @@
+"""Whisper speech recognition and English translation: the web page and API of a Hugging Face Space.
+
+Reads top to bottom: settings, the one shared model, the handlers (one per input, all feeding one results
+area), the API endpoints, the layout, launch. The engine lives in whisper_core; the strings and files the
+page shows are made in whisper_core.presentation.
+"""
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no calls home
+
+import json
+import logging
+import math
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio import FileData
+
+from whisper_core import presentation as show
+from whisper_core.media import Limits, Media, MediaError, load_file, load_url
+from whisper_core.service import SpeechModel, get_service
+
+try:  # Hugging Face ZeroGPU attaches a GPU for the duration of each call to a function it wraps
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+
+    def gpu(fn: Callable) -> Callable:
+        return fn
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+CONCURRENCY = _env_int("WHISPER_CONCURRENCY", 4)  # requests decoded at once; their windows share batches
+QUEUE_SIZE = _env_int("WHISPER_QUEUE_SIZE", 16)  # requests that may wait for a place; more are told "busy"
+MODEL_GROUP = "whisper-model"  # every event that uses the model is in this one concurrency group
+LIMITS = Limits.from_env()  # WHISPER_MAX_DURATION, WHISPER_MAX_BYTES, WHISPER_URL_TIMEOUT
+WINDOW_S = 30  # seconds of audio in one decoding window
+MAX_BEAM = 10
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+TEMP_ROOT = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+ERROR_SECONDS = 30  # how long an error stays on screen: long enough to read its numbers
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+log = logging.getLogger("app")
+
+service = get_service()  # loads the model and warms it up: once, at start, for every user
+ON_GPU = service.model.device.type == "cuda"
+DEFAULT_BEAM = 5 if ON_GPU else 1  # greedy on a CPU: beams of 5 take about half as long again
+DEFAULT_FALLBACK = ON_GPU  # re-decoding doubtful windows by sampling can triple the time on a CPU
+log.info("model %s on %s ready; %d model load(s) in this process", service.model.name, service.model.device,
+         SpeechModel.loads)
+
+
+# --- requests -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to run: the engine tasks and openai-whisper's decoding options."""
+
+    tasks: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def make_request(language: str | None, mode: str, beam_size: float, fallback: bool, initial_prompt: str | None
+                 ) -> Request:
+    """The page's and the API's settings as engine options; a wrong value is said in words."""
+    if mode not in show.MODES:
+        raise gr.Error(f"Mode must be one of {', '.join(show.MODES)}, not {mode!r}.", print_exception=False)
+    if not 1 <= int(beam_size) <= MAX_BEAM:
+        raise gr.Error(f"Beam size must be 1 to {MAX_BEAM}, not {beam_size}.", print_exception=False)
+    options: dict[str, Any] = {
+        "language": None if language in (None, "", "auto") else language,
+        "beam_size": int(beam_size),
+        "initial_prompt": (initial_prompt or "").strip() or None,
+    }
+    if fallback:
+        options["best_of"] = 5  # openai-whisper's temperature ladder, five samples a rung
+    else:
+        options["temperature"] = 0.0
+    return Request(show.MODES[mode], options)
+
+
+def _load(loader: Callable[[], Media]) -> Media:
+    """The media layer's errors are written for users: show them as they are."""
+    try:
+        return loader()
+    except MediaError as e:
+        raise gr.Error(str(e), duration=ERROR_SECONDS, print_exception=False) from e
+    except Exception as e:
+        log.exception("reading the input failed")
+        raise gr.Error(f"This input could not be read ({type(e).__name__}). Try another file or link.",
+                       duration=ERROR_SECONDS, print_exception=False) from e
+
+
+def _engine_error(e: Exception) -> gr.Error:
+    if isinstance(e, ValueError | TypeError):
+        return gr.Error(f"The options were not accepted: {e}. Change them under Options and try again.",
+                        duration=ERROR_SECONDS, print_exception=False)
+    log.error("decoding failed", exc_info=e)
+    return gr.Error(f"Transcription failed on the server ({type(e).__name__}). Try again in a minute; if it "
+                    "fails again, try a shorter file.", duration=ERROR_SECONDS, print_exception=False)
+
+
+@gpu
+def decode(audio, tasks: tuple[str, ...], options: dict[str, Any], progress=None) -> dict[str, dict | None]:
+    """The one way into the model. Translation alone of English speech is still decoded (it is the only
+    text asked for); with both tasks it is skipped rather than decoded twice."""
+    return service.submit(audio, tasks=tasks, translate_english=tasks == ("translate",), progress=progress,
+                          **options)
+
+
+def decoding(media: Media, request: Request, progress: gr.Progress) -> Iterator[dict[str, list[dict]]]:
+    """Decode in a thread; yield the segments so far after every window that adds some, and move the
+    progress bar. Returns the engine's results."""
+    updates: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["results"] = decode(media.audio, request.tasks, request.options,
+                                        lambda task, new, fraction: updates.put((task, new, fraction)))
+        except Exception as e:  # handed to the page's thread, which shows it
+            outcome["error"] = e
+        finally:
+            updates.put(None)
+
+    stage = {"both": "Transcribing and translating", "transcribe": "Transcribing", "translate": "Translating"}[
+        next(mode for mode, tasks in show.MODES.items() if tasks == request.tasks)]
+    expected = max(1, math.ceil(media.duration / WINDOW_S))
+    segments: dict[str, list[dict]] = {task: [] for task in request.tasks}
+    windows: dict[str, int] = {}
+    fractions: dict[str, float] = {}
+    progress(0.0, desc=f"{stage}: detecting the language")
+    threading.Thread(target=work, name="decode-request", daemon=True).start()
+    while (update := updates.get()) is not None:
+        task, new, fraction = update
+        segments[task].extend(new)
+        windows[task] = windows.get(task, 0) + 1
+        fractions[task] = fraction
+        done = min(windows.values())
+        total = max(expected, done + 1)
+        progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
+        if new:
+            yield segments
+    if "error" in outcome:
+        raise _engine_error(outcome["error"])
+    return outcome["results"]
+
+
+PROGRESS = gr.Progress()  # a marker: Gradio hands each event its own progress tracker in its place
+
+# --- the page's handlers --------------------------------------------------------------------------------------
+# Each yields the results area: (source card, player, language line, table, downloads, row starts, source).
+
+
+def _area(card=None, player=None, language=None, table=None, files=None, starts=None, source=None) -> tuple:
+    """The results area's outputs; None leaves a component as it is."""
+    values = (card, player, language, table, files, starts, source)
+    return tuple(gr.skip() if v is None else v for v in values)
+
+
+def _table_value(table: show.Table) -> dict:
+    return {"headers": table.headers, "data": table.rows}
+
+
+def _present(loader: Callable[[], Media], source: dict, request: Request, progress: gr.Progress) -> Iterator[tuple]:
+    """Load, then decode window by window into the results area; write the downloads at the end."""
+    TEMP_ROOT.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="whisper-", dir=TEMP_ROOT))
+    try:
+        media = _load(loader)
+        player = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
+        empty = show.build_table([], [], tasks=request.tasks)
+        yield _area(show.source_card(media.metadata()), gr.Audio(str(player), visible=True), "",
+                    _table_value(empty), gr.File(None, visible=False), [], source)
+        results = yield from _stream_rows(media, request, progress)
+        status = show.translation_status(results, request.tasks, service.can_translate)
+        transcript, translation = results["transcribe"], results["translate"]
+        first = transcript or translation or {}
+        table = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
+                                 tasks=request.tasks, language=first.get("language"), status=status)
+        progress(1.0, desc="Writing the subtitle files")
+        files = show.write_downloads(workdir, show.file_stem(media.title), transcript, translation)
+        line = show.language_line(first.get("language"), first.get("language_probs"), status,
+                                  found_speech=bool(table.rows))
+        yield _area(language=line, table=_table_value(table), files=gr.File([str(f) for f in files], visible=True),
+                    starts=table.starts)
+    finally:  # Gradio has copied what was shown into its cache by the time the generator is closed
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stream_rows(media: Media, request: Request, progress: gr.Progress) -> Iterator[tuple]:
+    """The table as it grows; returns the engine's results."""
+    stream = decoding(media, request, progress)
+    while True:
+        try:
+            segments = next(stream)
+        except StopIteration as done:
+            return done.value
+        table = show.build_table(segments.get("transcribe", []), segments.get("translate", []), tasks=request.tasks)
+        yield _area(table=_table_value(table), starts=table.starts)
+
+
+def run_url(url: str, language: str, mode: str, beam_size: float, fallback: bool, initial_prompt: str,
+            progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+    url = (url or "").strip()
+    if not url:
+        raise gr.Error("Paste a link first: a YouTube video, or any page or file with audio or video.",
+                       print_exception=False)
+    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    progress(0.0, desc="Looking up the link")
+
+    def loader() -> Media:
+        return load_url(url, LIMITS, progress=lambda fraction, message: progress(fraction, desc=message))
+
+    yield from _present(loader, {"url": url}, request, progress)
+
+
+def run_file(path: str | None, language: str, mode: str, beam_size: float, fallback: bool, initial_prompt: str,
+             progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+    if not path:
+        raise gr.Error("Choose a file first: drop an audio or video file on the box, or click it to browse.",
+                       print_exception=False)
+    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    progress(0.0, desc="Reading the file")
+    yield from _present(lambda: load_file(path, LIMITS), {"file": path}, request, progress)
+
+
+def run_recording(path: str | None, language: str, mode: str, beam_size: float, fallback: bool,
+                  initial_prompt: str, progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+    if not path:
+        raise gr.Error("Record something first: press Record, speak, then press Stop.", print_exception=False)
+    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    progress(0.0, desc="Reading the recording")
+
+    def loader() -> Media:
+        media = load_file(path, LIMITS)
+        return Media(media.audio, media.duration, title="Microphone recording")
+
+    yield from _present(loader, {"file": path}, request, progress)
+
+
+def run_again(source: dict | None, language: str, mode: str, beam_size: float, fallback: bool,
+              initial_prompt: str, progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+    """A new language picked after a run: run the same input again with it."""
+    if not source:
+        yield _area()
+    elif "url" in source:
+        yield from run_url(source["url"], language, mode, beam_size, fallback, initial_prompt, progress)
+    else:
+        yield from run_file(source["file"], language, mode, beam_size, fallback, initial_prompt, progress)
+
+
+def play_from(starts: list[float], event: gr.SelectData) -> float:
+    """The start of the clicked row; the page's script moves the player there and plays."""
+    row = event.index[0] if isinstance(event.index, list | tuple) else event.index
+    return starts[row] if starts and 0 <= row < len(starts) else 0.0
+
+
+# --- the API ----------------------------------------------------------------------------------------------------
+
+
+def _api_run(loader: Callable[[], Media], request: Request) -> dict:
+    media = _load(loader)
+    try:
+        results = decode(media.audio, request.tasks, request.options)
+    except Exception as e:
+        raise _engine_error(e) from e
+    return show.api_result(media.metadata(), results, show.translation_status(results, request.tasks,
+                                                                              service.can_translate))
+
+
+def transcribe_file(file: FileData, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
+                    fallback: bool = DEFAULT_FALLBACK, initial_prompt: str = "") -> dict:
+    """Transcribe an audio or video file and translate it to English. language: 'auto' or a code such as
+    'fr'; mode: 'both', 'transcribe' or 'translate'. Returns {'language', 'language_probs', 'transcribe',
+    'translate', 'translation_note', 'source'}; each result has 'text' and timed 'segments'."""
+    path = file["path"] if isinstance(file, dict) else getattr(file, "path", file)
+    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    return _api_run(lambda: load_file(path, LIMITS), request)
+
+
+def transcribe_url(url: str, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
+                   fallback: bool = DEFAULT_FALLBACK, initial_prompt: str = "") -> dict:
+    """Like /transcribe_file, for the audio behind a link (YouTube or any page or file yt-dlp can read)."""
+    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    return _api_run(lambda: load_url(url.strip(), LIMITS), request)
+
+
+def status() -> dict:
+    """The loaded model, how many times a model was loaded in this process (one), and the shared worker's
+    counts: requests, steps, windows and the most windows decoded in one step (batching across users)."""
+    return {"model": service.model.name, "device": str(service.model.device), "model_loads": SpeechModel.loads,
+            "can_translate": service.can_translate, "concurrency": CONCURRENCY, "queue_size": QUEUE_SIZE,
+            **asdict(service.stats)}
+
+
+# --- the page ---------------------------------------------------------------------------------------------------
+
+LANGUAGE_CHOICES = [("Auto-detect", "auto")] + sorted(
+    ((show.language_name(code), code) for code in service.model.tokenizer.languages), key=lambda c: c[0])
+MODE_CHOICES = [("Transcript and English translation", "both"), ("Transcript only", "transcribe"),
+                ("English translation only", "translate")]
+EXAMPLES = [
+    ("es_reserva.mp3", "Spanish: booking a table"),
+    ("it_mare.mp3", "Italian: a day at the sea"),
+    ("de_zug.mp4", "German video: the train to Berlin"),
+    ("en_demo.mp3", "English: nothing to translate"),
+]
+HINT = ('<div class="source-card"><div class="source-details">The results appear here: give a link, a '
+        "recording or a file on the left and press Transcribe, or click an example.</div></div>")
+BUSY = (f"The server is busy: all {QUEUE_SIZE} places in the queue are taken. Try again in a minute.")
+
+CSS = """
+.source-card {display: flex; gap: 12px; align-items: center; min-height: 2.5em;}
+.source-thumb {width: 120px; max-width: 35%; aspect-ratio: 16 / 9; object-fit: cover; border-radius: 6px;}
+.source-title {font-weight: 600; font-size: var(--text-lg); overflow-wrap: anywhere;}
+.source-title a {color: var(--body-text-color);}
+.source-details {color: var(--body-text-color-subdued);}
+#results-table table {font-family: var(--font);}
+#results-table td {cursor: pointer;}
+"""
+
+# Gradio's page says "This application is currently busy. Please try again." when the queue is full; say
+# how full and when to come back instead.
+JS = """
+() => {
+  const busy = "This application is currently busy";
+  const message = BUSY_MESSAGE;
+  const fix = () => document.querySelectorAll(".toast-body").forEach((toast) => {
+    const walker = document.createTreeWalker(toast, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (node.nodeValue.includes(busy)) node.nodeValue = message;
+    }
+  });
+  new MutationObserver(fix).observe(document.body, {childList: true, subtree: true, characterData: true});
+}
+""".replace("BUSY_MESSAGE", json.dumps(BUSY))
+
+PLAY_FROM_JS = """
+(start) => {
+  const audio = document.querySelector("#player audio");
+  if (audio) { audio.currentTime = start; audio.play(); }
+}
+"""
+
+with gr.Blocks(title="Whisper: transcribe and translate speech", delete_cache=(1800, 3600)) as demo:
+    gr.Markdown(
+        "# Whisper: speech to text, and to English\n"
+        "Transcribe speech in any of 99 languages and translate it to English, with timestamps and subtitle "
+        f"files. Runs OpenAI's Whisper **{service.model.name}** model on this server's "
+        f"{'GPU' if ON_GPU else 'CPU'}."
+    )
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            with gr.Tabs():
+                with gr.Tab("YouTube / URL", id="url"):
+                    url_box = gr.Textbox(label="Link", placeholder="https://www.youtube.com/watch?v=…",
+                                         info="A YouTube video, or any page or file with audio or video.",
+                                         elem_id="url-box")
+                    url_button = gr.Button("Transcribe", variant="primary", elem_id="url-button")
+                with gr.Tab("Microphone", id="mic"):
+                    recording = gr.Audio(sources=["microphone"], type="filepath", label="Recording",
+                                         elem_id="recording")
+                    mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button")
+                with gr.Tab("Upload", id="upload"):
+                    upload = gr.File(file_types=["audio", "video"], label="Audio or video file", elem_id="upload")
+                    upload_button = gr.Button("Transcribe", variant="primary", elem_id="upload-button")
+                    examples = gr.Examples(
+                        [[str(EXAMPLES_DIR / name)] for name, _ in EXAMPLES], inputs=[upload],
+                        example_labels=[label for _, label in EXAMPLES], cache_examples=False,
+                        label="Examples (click one to transcribe it)", api_visibility="private",
+                    )
+            with gr.Accordion("Options", open=False):
+                mode = gr.Radio(MODE_CHOICES, value="both", label="Mode")
+                gr.Dropdown([service.model.name], value=service.model.name, label="Model", interactive=False,
+                            info="The model this server loaded (set WHISPER_MODEL to change it).")
+                beam_size = gr.Slider(1, MAX_BEAM, value=DEFAULT_BEAM, step=1, label="Beam size",
+                                      info="1 is greedy and fastest" + ("" if ON_GPU else " (the default on "
+                                           "this CPU server)") + "; 5 is openai-whisper's default.")
+                fallback = gr.Checkbox(value=DEFAULT_FALLBACK, label="Retry doubtful windows by sampling",
+                                       info="openai-whisper's temperature fallback: fewer repeated or garbled "
+                                            "lines, up to three times slower." + ("" if ON_GPU else
+                                                                                  " Off on this CPU server."))
+                initial_prompt = gr.Textbox(label="Initial prompt", lines=2,
+                                            placeholder="Names and words to expect, or text in the style you want")
+        with gr.Column(scale=3, min_width=320):
+            source_card = gr.HTML(HINT, elem_id="source-card")
+            player = gr.Audio(label="Your audio: click a row below to play from there", type="filepath",
+                              interactive=False, visible=False, elem_id="player",
+                              waveform_options=gr.WaveformOptions(show_recording_waveform=False))
+            with gr.Row(equal_height=True):
+                language_line = gr.Markdown(elem_id="language-line", min_height=72)
+                language = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Spoken language",
+                                       info="Wrong? Pick the right one to run again.", elem_id="language",
+                                       scale=0, min_width=200)
+            table = gr.Dataframe(
+                value={"headers": show.build_table([], [], tasks=show.MODES["both"]).headers, "data": []},
+                interactive=False, wrap=True, column_widths=["16%", "42%", "42%"], max_height=600,
+                label="Results", show_label=False, elem_id="results-table",
+            )
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, visible=False,
+                                elem_id="downloads")
+    row_starts = gr.State([])
+    last_source = gr.State(None)
+    seek_to = gr.Number(visible=False)
+
+    settings = [language, mode, beam_size, fallback, initial_prompt]
+    results_area = [source_card, player, language_line, table, downloads, row_starts, last_source]
+    model_event = {"outputs": results_area, "concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY,
+                   "show_progress_on": [language_line], "api_visibility": "private"}
+    gr.on([url_button.click, url_box.submit], run_url, [url_box, *settings], **model_event)
+    mic_button.click(run_recording, [recording, *settings], **model_event)
+    upload_button.click(run_file, [upload, *settings], **model_event)
+    examples.load_input_event.then(run_file, [upload, *settings], **model_event)
+    language.input(run_again, [last_source, *settings], **model_event)
+    table.select(play_from, [row_starts], [seek_to], queue=False, show_progress="hidden",
+                 api_visibility="private").then(None, [seek_to], None, js=PLAY_FROM_JS)
+
+    api_event = {"concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY}
+    gr.api(transcribe_file, api_name="transcribe_file", **api_event)
+    gr.api(transcribe_url, api_name="transcribe_url", **api_event)
+    gr.api(status, api_name="status", queue=False)
+
+
+if __name__ == "__main__":
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY).launch(
+        max_file_size=LIMITS.max_bytes, css=CSS, js=JS, footer_links=["api"],
+    )

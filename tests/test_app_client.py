@@ -1,0 +1,109 @@
+"""The API as a program uses it: gradio_client against /transcribe_file and /transcribe_url of a running
+app.py, and four clients at once sharing the one model and its batches."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from app_server import AppServer
+from conftest import shared_dir
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from media_server import MediaServer
+
+FAST = {"beam_size": 1, "fallback": False}  # greedy, no sampling: quick and repeatable on a CPU
+
+
+@pytest.fixture(scope="module")
+def audio() -> Path:
+    return shared_dir() / "audio"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, audio):
+    server = AppServer(tmp_path_factory.mktemp("app-client")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app) -> Client:
+    return Client(app.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def french_result(client, audio) -> dict:
+    return client.predict(handle_file(audio / "fr_sous_le_consulat.wav"), **FAST, api_name="/transcribe_file")
+
+
+def check_french(result: dict) -> None:
+    assert result["language"] == "fr" and result["language_probs"]["fr"] > 0.9
+    assert "consulat" in result["transcribe"]["text"].lower()
+    assert result["transcribe"]["language"] == result["translate"]["language"] == "fr"
+    english = result["translate"]["text"].lower()
+    assert "consul" in english or "console" in english, english  # base: "Under the console, it becomes ..."
+    assert result["translation_note"] is None
+
+
+def test_api_lists_the_named_endpoints_only(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/transcribe_file", "/transcribe_url", "/status"}
+    for name in ("/transcribe_file", "/transcribe_url"):
+        parameters = endpoints[name]["parameters"]
+        assert [p["parameter_has_default"] for p in parameters] == [False] + [True] * (len(parameters) - 1)
+
+
+def test_file_endpoint_returns_both_results(french_result):
+    check_french(french_result)
+    segments = french_result["transcribe"]["segments"]
+    assert segments and all(0 <= s["start"] < s["end"] <= 7.0 for s in segments if s["text"].strip())
+    assert french_result["source"]["title"] == "fr_sous_le_consulat"
+    assert abs(french_result["source"]["duration"] - 6.67) < 0.1
+
+
+def test_file_alone_uses_the_defaults_and_english_is_not_translated(client, audio):
+    result = client.predict(handle_file(audio / "en_jfk_ask_not.flac"), api_name="/transcribe_file")
+    assert result["language"] == "en"
+    assert "ask not what your country can do for you" in result["transcribe"]["text"].lower()
+    assert result["translate"] is None
+    assert result["translation_note"] == "not needed: the speech is English"
+
+
+def test_url_endpoint_fetches_and_transcribes(client, audio):
+    server = MediaServer({"consulat.wav": audio / "fr_sous_le_consulat.wav"})
+    try:
+        result = client.predict(server.url("/media/consulat.wav"), **FAST, api_name="/transcribe_url")
+    finally:
+        server.close()
+    check_french(result)
+    assert result["source"]["title"] == "consulat" and result["source"]["extractor"] == "Generic"
+
+
+def test_errors_come_back_as_messages(client, tmp_path):
+    notes = tmp_path / "notes.mp3"
+    notes.write_text("These are meeting notes, not audio.")
+    with pytest.raises(AppError, match=r"not audio or video that can be read\. Upload an audio or video file"):
+        client.predict(handle_file(notes), api_name="/transcribe_file")
+    with pytest.raises(AppError, match=r"Only http:// and https:// links can be fetched"):
+        client.predict("ftp://example.org/talk.mp3", api_name="/transcribe_url")
+    with pytest.raises(AppError, match=r"Mode must be one of both, transcribe, translate"):
+        client.predict(handle_file(notes), mode="subtitles", api_name="/transcribe_file")
+
+
+def test_four_clients_at_once_share_one_model_and_its_batches(app, audio, french_result):
+    path = audio / "fr_sous_le_consulat.wav"
+    clients = [Client(app.url, verbose=False) for _ in range(4)]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        jobs = [pool.submit(c.predict, handle_file(path), **FAST, api_name="/transcribe_file") for c in clients]
+        results = [job.result(timeout=300) for job in jobs]
+    for result in results:
+        check_french(result)
+        assert result["transcribe"]["text"] == french_result["transcribe"]["text"]
+        assert result["translate"]["text"] == french_result["translate"]["text"]
+    status = clients[0].predict(api_name="/status")
+    assert status["model_loads"] == 1
+    # One request decodes at most two windows in a step (its transcript's and its translation's): a larger
+    # step holds windows of several users.
+    assert status["largest_step"] > 2, status
