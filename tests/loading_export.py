@@ -55,13 +55,6 @@ def transformers_model(state_dict: dict[str, torch.Tensor], dims: ModelDimension
         for ours, theirs in _TO_TRANSFORMERS:
             name = name.replace(ours, theirs)
         hf[name] = t.float()
-    for side in ("encoder", "decoder"):
-        layers = dims.n_audio_layer if side == "encoder" else dims.n_text_layer
-        for i in range(layers):  # Transformers' key projections have a bias parameter; Whisper's is zero
-            attns = ["self_attn"] + (["encoder_attn"] if side == "decoder" else [])
-            for attn in attns:
-                key = hf[f"model.{side}.layers.{i}.{attn}.k_proj.weight"]
-                hf.setdefault(f"model.{side}.layers.{i}.{attn}.k_proj.bias", key.new_zeros(key.shape[0]))
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(hf, strict=False)
     assert not unexpected and set(missing) <= {"proj_out.weight"}, (missing, unexpected)
@@ -113,7 +106,7 @@ def write_model_bin(path: Path, variables: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
         f.write(struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<II", 3, len(variables)))
         for name, arr in variables.items():
-            arr = np.ascontiguousarray(arr)
+            arr = np.asarray(arr, order="C")  # (ascontiguousarray would make scalars 1-D)
             f.write(string(name) + struct.pack(f"<B{arr.ndim}I", arr.ndim, *arr.shape))
             f.write(struct.pack("<BI", dtype_ids[arr.dtype], arr.nbytes) + arr.tobytes())
         f.write(struct.pack("<I", 0))
