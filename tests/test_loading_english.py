@@ -26,6 +26,11 @@ def tiny_en(tiny_en_dir):
     return load_model(str(tiny_en_dir), "cpu")
 
 
+@pytest.fixture(scope="module")
+def jfk_transcript(tiny_en, shared) -> dict:
+    return tiny_en.transcribe(str(shared / "audio" / JFK), temperature=0.0)
+
+
 def test_shipped_gpt2_vocabulary_is_the_english_models_own(tiny_en_dir):
     shipped = english_tokenizer(51864)
     from_file = build_tokenizer(tiny_en_dir / "tokenizer.json", 51864)
@@ -47,22 +52,20 @@ def test_english_only_token_layout(tiny_en, tiny_en_dir):
     assert set(tok.non_speech_tokens) == set(config["suppress_ids"]) - control
 
 
-def test_transcribes_english_and_declines_to_translate(tiny_en, shared):
-    audio = str(shared / "audio" / JFK)
-    result = tiny_en.transcribe(audio, temperature=0.0)
-    assert "ask not what your country can do for you" in result["text"]
-    assert result["language"] == "en" and "translation_unavailable" not in result
+def test_transcribes_english_and_declines_to_translate(tiny_en, jfk_transcript, shared):
+    assert "ask not what your country can do for you" in jfk_transcript["text"]
+    assert jfk_transcript["language"] == "en" and "translation_unavailable" not in jfk_transcript
     assert not tiny_en.can_translate
-    translated = tiny_en.transcribe(audio, task="translate")
+    translated = tiny_en.transcribe(str(shared / "audio" / JFK), task="translate")
     assert translated["text"] == "" and translated["segments"] == []
     assert "English-only" in translated["translation_unavailable"]
 
 
-def test_english_pt_file_uses_the_shipped_vocabulary(tiny_en, tiny_en_dir, tmp_path, shared):
+def test_english_pt_file_uses_the_shipped_vocabulary(tiny_en, tiny_en_dir, jfk_transcript, tmp_path, shared):
     state_dict, dims, _, _ = load_checkpoint(str(tiny_en_dir))
     pt = save_openai_checkpoint(tmp_path / "tiny.en.pt", state_dict, dims)
     from_pt = load_model(str(pt), "cpu")
     assert from_pt.tokenizer.special == tiny_en.tokenizer.special and not from_pt.is_multilingual
     both = from_pt.transcribe_and_translate(str(shared / "audio" / JFK), temperature=0.0)
-    assert both["transcribe"]["text"] == tiny_en.transcribe(str(shared / "audio" / JFK), temperature=0.0)["text"]
+    assert both["transcribe"]["text"] == jfk_transcript["text"]
     assert both["translate"]["translation_unavailable"]
