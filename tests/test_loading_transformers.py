@@ -89,6 +89,21 @@ def test_without_tokenizer_files_the_vocabulary_follows_the_size(tiny_dir):
     assert len(tokenizer.languages) == 99 and tokenizer.encoding.n_vocab == TINY.n_vocab
 
 
+@pytest.mark.parametrize("layout", ["shards", "pytorch_model.bin"])
+def test_sharded_and_legacy_weight_files(tiny_dir, tmp_path, layout):
+    expected, _, _, _ = load_checkpoint(str(tiny_dir))
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(tiny_dir)
+    if layout == "shards":
+        hf.save_pretrained(tmp_path, max_shard_size="5MB")
+        assert (tmp_path / "model.safetensors.index.json").is_file()
+    else:
+        shutil.copy(tiny_dir / "config.json", tmp_path)
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    state_dict, _, _, _ = load_checkpoint(str(tmp_path))
+    assert state_dict.keys() == expected.keys()
+    assert all(torch.equal(state_dict[k], expected[k]) for k in expected)
+
+
 def _hub_cache(root: Path, repo_id: str, files: Path) -> Path:
     """Hugging Face's cache layout: models--org--name/{refs/main, snapshots/<commit>/...}."""
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -140,7 +140,9 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     """A .safetensors file's tensors, memory-mapped copy-on-write (read here so that loading needs no
     extra package: the format is a length, a JSON header, then the raw row-major data)."""
-    size = file.stat().st_size if file.is_file() else 0
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; the model directory is incomplete")
+    size = file.stat().st_size
     with open(file, "rb") as f:
         head = f.read(8)
         n = struct.unpack("<Q", head)[0] if len(head) == 8 else size

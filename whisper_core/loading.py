@@ -98,6 +98,8 @@ def load_checkpoint(
         )
         return state_dict, dims, {**config, "alignment_heads": openai_checkpoint.ALIGNMENT_HEADS[published]}, None
     path = Path(name).expanduser()
+    if path.is_file() and path.name in _DIRECTORY_FILES:  # a file of a model directory: the directory
+        return _load_dir(path.parent)
     if path.is_file():
         return (*openai_checkpoint.read_checkpoint(path), None)
     if path.is_dir():
@@ -108,6 +110,9 @@ def load_checkpoint(
         f"Unknown model {name!r}: use one of {', '.join(openai_checkpoint.model_names())}, a .pt file, a "
         "CTranslate2 or Transformers model directory, or a Hugging Face repository id such as openai/whisper-small"
     )
+
+
+_DIRECTORY_FILES = {"model.bin", "config.json", *hf_checkpoint.WEIGHT_FILES}
 
 
 def _load_dir(path: Path) -> tuple[dict, ModelDimensions, dict, Path | None]:
@@ -139,7 +144,7 @@ def translation_unavailable(dims: ModelDimensions) -> str | None:
     """Why a model cannot translate to English, or None. English-only models know one language; a decoder
     shallower than the encoder (large-v3-turbo, distilled models) was trained on transcription only."""
     if dims.n_vocab < MULTILINGUAL_N_VOCAB:
-        return "this model is English-only: it transcribes English and cannot translate"
+        return "this model is English-only: it transcribes English and cannot translate; use a multilingual one"
     if dims.n_text_layer < dims.n_audio_layer:
         return (f"this model's decoder was cut to {dims.n_text_layer} layers (large-v3-turbo or a distilled model) "
                 "and trained on transcription only; translate with a full model such as small, medium or large-v3")
