@@ -124,3 +124,14 @@ def test_truncated_or_foreign_pt_file(base_pt, tmp_path):
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(CheckpointError, match="not an OpenAI Whisper checkpoint"):
         load_checkpoint(str(other))
+
+
+def test_cli_model_dir_is_the_download_root(server, tmp_path, capsys):
+    from whisper_core.cli import main
+
+    root = tmp_path / "models"
+    assert main([str(tmp_path / "absent.wav"), "--model", FAKE_NAME, "--model_dir", str(root),
+                 "--output_dir", str(tmp_path)]) == 1  # the model loads; the missing input fails alone
+    assert _files(root) == [f"{FAKE_NAME}.pt"]
+    assert main(["absent.wav", "--model", "huge-v9"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: Unknown model 'huge-v9': use one of")
