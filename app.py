@@ -9,13 +9,14 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no calls home
 
+import contextlib
 import json
 import logging
 import math
 import queue
-import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ WINDOW_S = 30  # seconds of audio in one decoding window
 MAX_BEAM = 10
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 TEMP_ROOT = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+FILES_KEPT_S = 3600  # uploads, players and downloads are deleted an hour after they were made
 ERROR_SECONDS = 30  # how long an error stays on screen: long enough to read its numbers
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -57,6 +59,7 @@ log = logging.getLogger("app")
 
 service = get_service()  # loads the model and warms it up: once, at start, for every user
 ON_GPU = service.model.device.type == "cuda"
+CAN_TRANSLATE = service.model.can_translate  # False for English-only and transcription-only (turbo) models
 DEFAULT_BEAM = 5 if ON_GPU else 1  # greedy on a CPU: beams of 5 take about half as long again
 DEFAULT_FALLBACK = ON_GPU  # re-decoding doubtful windows by sampling can triple the time on a CPU
 log.info("model %s on %s ready; %d model load(s) in this process", service.model.name, service.model.device,
@@ -79,6 +82,9 @@ def make_request(language: str | None, mode: str, beam_size: float, fallback: bo
     """The page's and the API's settings as engine options; a wrong value is said in words."""
     if mode not in show.MODES:
         raise gr.Error(f"Mode must be one of {', '.join(show.MODES)}, not {mode!r}.", print_exception=False)
+    if mode == "translate" and not CAN_TRANSLATE:
+        raise gr.Error(f"This server's model cannot translate ({service.model.translation_unavailable}). Choose "
+                       "'Transcript only' under Options.", print_exception=False)
     if not 1 <= int(beam_size) <= MAX_BEAM:
         raise gr.Error(f"Beam size must be 1 to {MAX_BEAM}, not {beam_size}.", print_exception=False)
     options: dict[str, Any] = {
@@ -118,7 +124,8 @@ def _engine_error(e: Exception) -> gr.Error:
 def decode(audio, tasks: tuple[str, ...], options: dict[str, Any], progress=None) -> dict[str, dict | None]:
     """The one way into the model. Translation alone of English speech is still decoded (it is the only
     text asked for); with both tasks it is skipped rather than decoded twice."""
-    return service.submit(audio, tasks=tasks, translate_english=tasks == ("translate",), progress=progress,
+    runnable = tasks if CAN_TRANSLATE else tuple(t for t in tasks if t != "translate")
+    return service.submit(audio, tasks=runnable, translate_english=tasks == ("translate",), progress=progress,
                           **options)
 
 
@@ -150,11 +157,11 @@ def decoding(media: Media, request: Request, progress: gr.Progress) -> Iterator[
         segments[task].extend(new)
         windows[task] = windows.get(task, 0) + 1
         fractions[task] = fraction
-        done = min(windows.values())
-        total = max(expected, done + 1)
-        progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
         if new:
             yield segments
+        done = min(windows.values())  # after the yield: the page shows a progress that comes after the rows
+        total = max(expected, done + 1)
+        progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
     if "error" in outcome:
         raise _engine_error(outcome["error"])
     return outcome["results"]
@@ -176,30 +183,38 @@ def _table_value(table: show.Table) -> dict:
     return {"headers": table.headers, "data": table.rows}
 
 
+def _request_dir() -> Path:
+    """A directory for one request's files under GRADIO_TEMP_DIR. Gradio serves them from there and its
+    delete_cache removes them after an hour; the directories that leaves empty are removed here."""
+    TEMP_ROOT.mkdir(parents=True, exist_ok=True)
+    stale = time.time() - 2 * FILES_KEPT_S
+    for old in TEMP_ROOT.glob("whisper-*"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < stale:
+                old.rmdir()  # only an empty one goes
+    return Path(tempfile.mkdtemp(prefix="whisper-", dir=TEMP_ROOT))
+
+
 def _present(loader: Callable[[], Media], source: dict, request: Request, progress: gr.Progress) -> Iterator[tuple]:
     """Load, then decode window by window into the results area; write the downloads at the end."""
-    TEMP_ROOT.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="whisper-", dir=TEMP_ROOT))
-    try:
-        media = _load(loader)
-        player = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
-        empty = show.build_table([], [], tasks=request.tasks)
-        yield _area(show.source_card(media.metadata()), gr.Audio(str(player), visible=True), "",
-                    _table_value(empty), gr.File(None, visible=False), [], source)
-        results = yield from _stream_rows(media, request, progress)
-        status = show.translation_status(results, request.tasks, service.can_translate)
-        transcript, translation = results["transcribe"], results["translate"]
-        first = transcript or translation or {}
-        table = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
-                                 tasks=request.tasks, language=first.get("language"), status=status)
-        progress(1.0, desc="Writing the subtitle files")
-        files = show.write_downloads(workdir, show.file_stem(media.title), transcript, translation)
-        line = show.language_line(first.get("language"), first.get("language_probs"), status,
-                                  found_speech=bool(table.rows))
-        yield _area(language=line, table=_table_value(table), files=gr.File([str(f) for f in files], visible=True),
-                    starts=table.starts)
-    finally:  # Gradio has copied what was shown into its cache by the time the generator is closed
-        shutil.rmtree(workdir, ignore_errors=True)
+    media = _load(loader)
+    workdir = _request_dir()
+    player = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
+    empty = show.build_table([], [], tasks=request.tasks)
+    yield _area(show.source_card(media.metadata()), gr.Audio(str(player), visible=True), "",
+                _table_value(empty), gr.File(None, visible=False), [], source)
+    results = yield from _stream_rows(media, request, progress)
+    status = show.translation_status(results, request.tasks, CAN_TRANSLATE)
+    transcript, translation = results["transcribe"], results["translate"]
+    first = transcript or translation or {}
+    table = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
+                             tasks=request.tasks, language=first.get("language"), status=status)
+    progress(1.0, desc="Writing the subtitle files")
+    files = show.write_downloads(workdir, show.file_stem(media.title), transcript, translation)
+    line = show.language_line(first.get("language"), first.get("language_probs"), status,
+                              found_speech=bool(table.rows))
+    yield _area(language=line, table=_table_value(table), files=gr.File([str(f) for f in files], visible=True),
+                starts=table.starts)
 
 
 def _stream_rows(media: Media, request: Request, progress: gr.Progress) -> Iterator[tuple]:
@@ -280,7 +295,7 @@ def _api_run(loader: Callable[[], Media], request: Request) -> dict:
     except Exception as e:
         raise _engine_error(e) from e
     return show.api_result(media.metadata(), results, show.translation_status(results, request.tasks,
-                                                                              service.can_translate))
+                                                                              CAN_TRANSLATE))
 
 
 def transcribe_file(file: FileData, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
@@ -304,7 +319,7 @@ def status() -> dict:
     """The loaded model, how many times a model was loaded in this process (one), and the shared worker's
     counts: requests, steps, windows and the most windows decoded in one step (batching across users)."""
     return {"model": service.model.name, "device": str(service.model.device), "model_loads": SpeechModel.loads,
-            "can_translate": service.can_translate, "concurrency": CONCURRENCY, "queue_size": QUEUE_SIZE,
+            "can_translate": CAN_TRANSLATE, "concurrency": CONCURRENCY, "queue_size": QUEUE_SIZE,
             **asdict(service.stats)}
 
 
@@ -330,8 +345,12 @@ CSS = """
 .source-title {font-weight: 600; font-size: var(--text-lg); overflow-wrap: anywhere;}
 .source-title a {color: var(--body-text-color);}
 .source-details {color: var(--body-text-color-subdued);}
-#results-table table {font-family: var(--font);}
-#results-table td {cursor: pointer;}
+#results-table table, #results-table .body-cell {font-family: var(--font);}
+#results-table .body-cell {cursor: pointer;}
+#results-table .selection-button, #results-table .cell-menu-button {display: none;}
+#downloads tr.file td {padding-top: 6px; padding-bottom: 6px;}
+#downloads .label-clear-button {display: none;}
+@media (max-width: 640px) {#language-row {flex-direction: column;}}
 """
 
 # Gradio's page says "This application is currently busy. Please try again." when the queue is full; say
@@ -357,12 +376,14 @@ PLAY_FROM_JS = """
 }
 """
 
-with gr.Blocks(title="Whisper: transcribe and translate speech", delete_cache=(1800, 3600)) as demo:
+with gr.Blocks(title="Whisper: transcribe and translate speech",
+               delete_cache=(FILES_KEPT_S // 2, FILES_KEPT_S)) as demo:
     gr.Markdown(
         "# Whisper: speech to text, and to English\n"
         "Transcribe speech in any of 99 languages and translate it to English, with timestamps and subtitle "
         f"files. Runs OpenAI's Whisper **{service.model.name}** model on this server's "
         f"{'GPU' if ON_GPU else 'CPU'}."
+        + ("" if CAN_TRANSLATE else f" It cannot translate: {service.model.translation_unavailable}.")
     )
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -402,14 +423,14 @@ with gr.Blocks(title="Whisper: transcribe and translate speech", delete_cache=(1
             player = gr.Audio(label="Your audio: click a row below to play from there", type="filepath",
                               interactive=False, visible=False, elem_id="player",
                               waveform_options=gr.WaveformOptions(show_recording_waveform=False))
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=True, elem_id="language-row"):
                 language_line = gr.Markdown(elem_id="language-line", min_height=72)
                 language = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Spoken language",
                                        info="Wrong? Pick the right one to run again.", elem_id="language",
                                        scale=0, min_width=200)
             table = gr.Dataframe(
                 value={"headers": show.build_table([], [], tasks=show.MODES["both"]).headers, "data": []},
-                interactive=False, wrap=True, column_widths=["16%", "42%", "42%"], max_height=600,
+                interactive=False, wrap=True, column_widths=["18%", "41%", "41%"], max_height=600,
                 label="Results", show_label=False, elem_id="results-table",
             )
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, visible=False,

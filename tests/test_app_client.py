@@ -81,7 +81,7 @@ def test_url_endpoint_fetches_and_transcribes(client, audio):
     assert result["source"]["title"] == "consulat" and result["source"]["extractor"] == "Generic"
 
 
-def test_errors_come_back_as_messages(client, tmp_path):
+def test_errors_come_back_as_messages(client, audio, tmp_path):
     notes = tmp_path / "notes.mp3"
     notes.write_text("These are meeting notes, not audio.")
     with pytest.raises(AppError, match=r"not audio or video that can be read\. Upload an audio or video file"):
@@ -90,6 +90,8 @@ def test_errors_come_back_as_messages(client, tmp_path):
         client.predict("ftp://example.org/talk.mp3", api_name="/transcribe_url")
     with pytest.raises(AppError, match=r"Mode must be one of both, transcribe, translate"):
         client.predict(handle_file(notes), mode="subtitles", api_name="/transcribe_file")
+    with pytest.raises(AppError, match=r"The options were not accepted: Unknown language 'klingon'.*Options"):
+        client.predict(handle_file(audio / "en_jfk_ask_not.flac"), language="klingon", api_name="/transcribe_file")
 
 
 def test_four_clients_at_once_share_one_model_and_its_batches(app, audio, french_result):
