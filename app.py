@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio is imported: no calls home
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -18,16 +19,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from gradio import FileData
 
 from whisper_core import presentation as show
 from whisper_core.media import Limits, Media, MediaError, load_file, load_url
 from whisper_core.service import SpeechModel, get_service
+from whisper_core.transcribe import ProgressCallback
 
 try:  # Hugging Face ZeroGPU attaches a GPU for the duration of each call to a function it wraps
     import spaces
@@ -69,12 +71,19 @@ log.info("model %s on %s ready; %d model load(s) in this process", service.model
 # --- requests -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Request:
-    """What to run: the engine tasks and openai-whisper's decoding options."""
+STAGES = {"both": "Transcribing and translating", "transcribe": "Transcribing", "translate": "Translating"}
 
-    tasks: tuple[str, ...]
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What to run: the page's mode and openai-whisper's decoding options."""
+
+    mode: str
     options: dict[str, Any]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return show.MODES[self.mode]
 
 
 def make_request(language: str | None, mode: str, beam_size: float, fallback: bool, initial_prompt: str | None
@@ -85,8 +94,8 @@ def make_request(language: str | None, mode: str, beam_size: float, fallback: bo
     if mode == "translate" and not CAN_TRANSLATE:
         raise gr.Error(f"This server's model cannot translate ({service.model.translation_unavailable}). Choose "
                        "'Transcript only' under Options.", print_exception=False)
-    if not 1 <= int(beam_size) <= MAX_BEAM:
-        raise gr.Error(f"Beam size must be 1 to {MAX_BEAM}, not {beam_size}.", print_exception=False)
+    if not (isinstance(beam_size, int | float) and 1 <= beam_size <= MAX_BEAM):
+        raise gr.Error(f"Beam size must be a number from 1 to {MAX_BEAM}, not {beam_size!r}.", print_exception=False)
     options: dict[str, Any] = {
         "language": None if language in (None, "", "auto") else language,
         "beam_size": int(beam_size),
@@ -96,7 +105,7 @@ def make_request(language: str | None, mode: str, beam_size: float, fallback: bo
         options["best_of"] = 5  # openai-whisper's temperature ladder, five samples a rung
     else:
         options["temperature"] = 0.0
-    return Request(show.MODES[mode], options)
+    return Request(mode, options)
 
 
 def _load(loader: Callable[[], Media]) -> Media:
@@ -113,7 +122,7 @@ def _load(loader: Callable[[], Media]) -> Media:
 
 def _engine_error(e: Exception) -> gr.Error:
     if isinstance(e, ValueError | TypeError):
-        return gr.Error(f"The options were not accepted: {e}. Change them under Options and try again.",
+        return gr.Error(f"The options were not accepted: {e}. Change them and try again.",
                         duration=ERROR_SECONDS, print_exception=False)
     log.error("decoding failed", exc_info=e)
     return gr.Error(f"Transcription failed on the server ({type(e).__name__}). Try again in a minute; if it "
@@ -121,7 +130,8 @@ def _engine_error(e: Exception) -> gr.Error:
 
 
 @gpu
-def decode(audio, tasks: tuple[str, ...], options: dict[str, Any], progress=None) -> dict[str, dict | None]:
+def decode(audio: np.ndarray, tasks: tuple[str, ...], options: dict[str, Any],
+           progress: ProgressCallback | None = None) -> dict[str, dict | None]:
     """The one way into the model. Translation alone of English speech is still decoded (it is the only
     text asked for); with both tasks it is skipped rather than decoded twice."""
     runnable = tasks if CAN_TRANSLATE else tuple(t for t in tasks if t != "translate")
@@ -144,8 +154,7 @@ def decoding(media: Media, request: Request, progress: gr.Progress) -> Iterator[
         finally:
             updates.put(None)
 
-    stage = {"both": "Transcribing and translating", "transcribe": "Transcribing", "translate": "Translating"}[
-        next(mode for mode, tasks in show.MODES.items() if tasks == request.tasks)]
+    stage = STAGES[request.mode]
     expected = max(1, math.ceil(media.duration / WINDOW_S))
     segments: dict[str, list[dict]] = {task: [] for task in request.tasks}
     windows: dict[str, int] = {}
@@ -212,7 +221,7 @@ def _present(loader: Callable[[], Media], source: dict, request: Request, progre
     progress(1.0, desc="Writing the subtitle files")
     files = show.write_downloads(workdir, show.file_stem(media.title), transcript, translation)
     line = show.language_line(first.get("language"), first.get("language_probs"), status,
-                              found_speech=bool(table.rows))
+                              found_speech=bool(table.rows), chosen=request.options["language"] is not None)
     yield _area(language=line, table=_table_value(table), files=gr.File([str(f) for f in files], visible=True),
                 starts=table.starts)
 
@@ -262,10 +271,9 @@ def run_recording(path: str | None, language: str, mode: str, beam_size: float, 
     progress(0.0, desc="Reading the recording")
 
     def loader() -> Media:
-        media = load_file(path, LIMITS)
-        return Media(media.audio, media.duration, title="Microphone recording")
+        return dataclasses.replace(load_file(path, LIMITS), title="Microphone recording")
 
-    yield from _present(loader, {"file": path}, request, progress)
+    yield from _present(loader, {"recording": path}, request, progress)
 
 
 def run_again(source: dict | None, language: str, mode: str, beam_size: float, fallback: bool,
@@ -273,10 +281,10 @@ def run_again(source: dict | None, language: str, mode: str, beam_size: float, f
     """A new language picked after a run: run the same input again with it."""
     if not source:
         yield _area()
-    elif "url" in source:
-        yield from run_url(source["url"], language, mode, beam_size, fallback, initial_prompt, progress)
-    else:
-        yield from run_file(source["file"], language, mode, beam_size, fallback, initial_prompt, progress)
+        return
+    run = {"url": run_url, "file": run_file, "recording": run_recording}
+    (kind, value), = source.items()
+    yield from run[kind](value, language, mode, beam_size, fallback, initial_prompt, progress)
 
 
 def play_from(starts: list[float], event: gr.SelectData) -> float:
@@ -320,7 +328,7 @@ def status() -> dict:
     counts: requests, steps, windows and the most windows decoded in one step (batching across users)."""
     return {"model": service.model.name, "device": str(service.model.device), "model_loads": SpeechModel.loads,
             "can_translate": CAN_TRANSLATE, "concurrency": CONCURRENCY, "queue_size": QUEUE_SIZE,
-            **asdict(service.stats)}
+            **dataclasses.asdict(service.stats)}
 
 
 # --- the page ---------------------------------------------------------------------------------------------------

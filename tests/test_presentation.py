@@ -35,6 +35,7 @@ def test_language_line_names_the_top_three_and_says_why_there_is_no_translation(
     line = show.language_line("en", {"en": 0.98}, show.ENGLISH)
     assert line.endswith("The speech is English, so nothing needed translating.")
     assert show.language_line("de", None) == "Language: **German** (chosen, not detected)"
+    assert show.language_line("en", None, chosen=False) == "Language: **English** (the only language this model knows)"
     assert show.language_line("fr", probs, found_speech=False).endswith("No speech was found in this audio.")
     assert show.language_line(None, None) == ""
 

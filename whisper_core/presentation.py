@@ -80,10 +80,16 @@ def translation_status(results: dict[str, dict | None], tasks: Sequence[str], ca
 
 
 def language_line(
-    language: str | None, probs: dict[str, float] | None, status: str | None = None, *, found_speech: bool = True
+    language: str | None,
+    probs: dict[str, float] | None,
+    status: str | None = None,
+    *,
+    found_speech: bool = True,
+    chosen: bool = True,
 ) -> str:
-    """Markdown: the detected language with the top three probabilities (or the chosen language), and why
-    there is no translation (or no text at all) where that needs saying."""
+    """Markdown: the detected language with the top three probabilities (or the language the user chose, or
+    the only one the model knows), and why there is no translation (or no text at all) where that needs
+    saying."""
     if language is None:
         return ""
     if probs:
@@ -92,7 +98,8 @@ def language_line(
         line = f"Detected language: **{language_name(language)}** {percent(probs.get(language, 0.0))}"
         line += f" · {others}" if others else ""
     else:
-        line = f"Language: **{language_name(language)}** (chosen, not detected)"
+        why = "chosen, not detected" if chosen else "the only language this model knows"
+        line = f"Language: **{language_name(language)}** ({why})"
     note = LINE_NOTES.get(status or "") if found_speech else NO_SPEECH
     return f"{line}  \n{note}" if note else line
 
