@@ -57,6 +57,7 @@ FILES_KEPT_S = 3600  # uploads, players and downloads are deleted an hour after 
 ERROR_SECONDS = 30  # how long an error stays on screen: long enough to read its numbers
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
 log = logging.getLogger("app")
 
 service = get_service()  # loads the model and warms it up: once, at start, for every user
@@ -343,6 +344,16 @@ EXAMPLES = [
     ("de_zug.mp4", "German video: the train to Berlin"),
     ("en_demo.mp3", "English: nothing to translate"),
 ]
+ON_THIS_CPU = "" if ON_GPU else " (the default on this CPU server)"
+BEAM_INFO = f"1 is greedy and fastest{ON_THIS_CPU}; 5 is openai-whisper's default (slower)."
+FALLBACK_INFO = ("openai-whisper's temperature fallback: fewer repeated or garbled lines, up to three times slower"
+                 f"{'' if ON_GPU else ' (off by default on this CPU server)'}.")
+SPOKEN = (f"speech in any of {len(service.model.tokenizer.languages)} languages"
+          if service.model.is_multilingual else "English speech")
+INTRO = (f"Transcribe {SPOKEN}{' and translate it to English' if CAN_TRANSLATE else ''}, with timestamps and "
+         f"subtitle files. Runs OpenAI's Whisper **{service.model.name}** model on this server's "
+         f"{'GPU' if ON_GPU else 'CPU'}."
+         + ("" if CAN_TRANSLATE else f" It cannot translate: {service.model.translation_unavailable}."))
 HINT = ('<div class="source-card"><div class="source-details">The results appear here: give a link, a '
         "recording or a file on the left and press Transcribe, or click an example.</div></div>")
 BUSY = (f"The server is busy: all {QUEUE_SIZE} places in the queue are taken. Try again in a minute.")
@@ -356,7 +367,8 @@ CSS = """
 #results-table table, #results-table .body-cell {font-family: var(--font);}
 #results-table .body-cell {cursor: pointer;}
 #results-table .selection-button, #results-table .cell-menu-button {display: none;}
-#downloads tr.file td {padding-top: 6px; padding-bottom: 6px;}
+#downloads tr.file {padding-top: 0; padding-bottom: 0;}
+#downloads tr.file td {padding-top: 5px; padding-bottom: 5px;}
 #downloads .label-clear-button {display: none;}
 @media (max-width: 640px) {#language-row {flex-direction: column;}}
 """
@@ -386,13 +398,7 @@ PLAY_FROM_JS = """
 
 with gr.Blocks(title="Whisper: transcribe and translate speech",
                delete_cache=(FILES_KEPT_S // 2, FILES_KEPT_S)) as demo:
-    gr.Markdown(
-        "# Whisper: speech to text, and to English\n"
-        "Transcribe speech in any of 99 languages and translate it to English, with timestamps and subtitle "
-        f"files. Runs OpenAI's Whisper **{service.model.name}** model on this server's "
-        f"{'GPU' if ON_GPU else 'CPU'}."
-        + ("" if CAN_TRANSLATE else f" It cannot translate: {service.model.translation_unavailable}.")
-    )
+    gr.Markdown(f"# Whisper: speech to text, and to English\n{INTRO}")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             with gr.Tabs():
@@ -417,13 +423,9 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                 mode = gr.Radio(MODE_CHOICES, value="both", label="Mode")
                 gr.Dropdown([service.model.name], value=service.model.name, label="Model", interactive=False,
                             info="The model this server loaded (set WHISPER_MODEL to change it).")
-                beam_size = gr.Slider(1, MAX_BEAM, value=DEFAULT_BEAM, step=1, label="Beam size",
-                                      info="1 is greedy and fastest" + ("" if ON_GPU else " (the default on "
-                                           "this CPU server)") + "; 5 is openai-whisper's default.")
+                beam_size = gr.Slider(1, MAX_BEAM, value=DEFAULT_BEAM, step=1, label="Beam size", info=BEAM_INFO)
                 fallback = gr.Checkbox(value=DEFAULT_FALLBACK, label="Retry doubtful windows by sampling",
-                                       info="openai-whisper's temperature fallback: fewer repeated or garbled "
-                                            "lines, up to three times slower." + ("" if ON_GPU else
-                                                                                  " Off on this CPU server."))
+                                       info=FALLBACK_INFO)
                 initial_prompt = gr.Textbox(label="Initial prompt", lines=2,
                                             placeholder="Names and words to expect, or text in the style you want")
         with gr.Column(scale=3, min_width=320):
@@ -467,5 +469,5 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
 
 if __name__ == "__main__":
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY).launch(
-        max_file_size=LIMITS.max_bytes, css=CSS, js=JS, footer_links=["api"],
+        max_file_size=LIMITS.max_bytes, allowed_paths=[str(EXAMPLES_DIR)], css=CSS, js=JS, footer_links=["api"],
     )

@@ -84,9 +84,11 @@ def shot(page, name: str) -> None:
 
 
 def upload(page, path: Path) -> None:
+    """Choose the file, wait until the browser has sent it (the name shows before that), press Transcribe."""
     page.get_by_role("tab", name="Upload").click()
-    page.locator("#upload input[type=file]").set_input_files(path)
-    page.locator("#upload").get_by_text(path.name).wait_for()
+    with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.status == 200):
+        page.locator("#upload input[type=file]").set_input_files(path)
+    page.locator("#upload").get_by_text(path.stem).wait_for()
     page.click("#upload-button")
 
 

@@ -65,6 +65,16 @@ def test_file_endpoint_returns_both_results(french_result):
     assert abs(french_result["source"]["duration"] - 6.67) < 0.1
 
 
+def test_one_task_modes(client, audio):
+    path = handle_file(audio / "fr_sous_le_consulat.wav")
+    english = client.predict(path, mode="translate", **FAST, api_name="/transcribe_file")
+    assert english["transcribe"] is None and english["language"] == "fr"
+    assert "consul" in english["translate"]["text"].lower() or "console" in english["translate"]["text"].lower()
+    french = client.predict(path, mode="transcribe", **FAST, api_name="/transcribe_file")
+    assert french["translate"] is None and french["translation_note"] == "not requested (mode 'transcribe')"
+    assert "consulat" in french["transcribe"]["text"].lower()
+
+
 def test_file_alone_uses_the_defaults_and_english_is_not_translated(client, audio):
     result = client.predict(handle_file(audio / "en_jfk_ask_not.flac"), api_name="/transcribe_file")
     assert result["language"] == "en"
