@@ -51,6 +51,7 @@ MODEL_GROUP = "whisper-model"  # every event that uses the model is in this one 
 LIMITS = Limits.from_env()  # WHISPER_MAX_DURATION, WHISPER_MAX_BYTES, WHISPER_URL_TIMEOUT
 WINDOW_S = 30  # seconds of audio in one decoding window
 MAX_BEAM = 10
+HALLUCINATION_SILENCE_S = 2.0  # text after this much silence that looks invented is dropped
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 TEMP_ROOT = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 FILES_KEPT_S = 3600  # uploads, players and downloads are deleted an hour after they were made
@@ -101,6 +102,10 @@ def make_request(language: str | None, mode: str, beam_size: float, fallback: bo
         "language": None if language in (None, "", "auto") else language,
         "beam_size": int(beam_size),
         "initial_prompt": (initial_prompt or "").strip() or None,
+        # No invented text over silence, music or laughter; words timed for the word-level subtitles.
+        "vad_filter": True,
+        "word_timestamps": True,
+        "hallucination_silence_threshold": HALLUCINATION_SILENCE_S,
     }
     if fallback:
         options["best_of"] = 5  # openai-whisper's temperature ladder, five samples a rung

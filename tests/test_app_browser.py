@@ -132,7 +132,8 @@ def test_upload_french_speech_fills_both_columns(page, audio):
     assert re.search(r"Detected language: French 100% · \w+", page.locator("#language-line").inner_text())
     assert "fr_sous_le_consulat" in page.locator("#source-card").inner_text()
     downloads = page.eval_on_selector_all("#downloads a[download]", "links => links.map(a => a.download)")
-    for name in ("fr_sous_le_consulat.fr.srt", "fr_sous_le_consulat.en.vtt", "fr_sous_le_consulat.fr-en.srt"):
+    for name in ("fr_sous_le_consulat.fr.srt", "fr_sous_le_consulat.en.vtt", "fr_sous_le_consulat.fr-en.srt",
+                 "fr_sous_le_consulat.fr.words.srt"):
         assert name in downloads
     bilingual = page.locator("#downloads a[download='fr_sous_le_consulat.fr-en.srt']").get_attribute("href")
     srt = page.request.get(bilingual)

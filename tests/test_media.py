@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -430,7 +431,14 @@ def test_only_http_links_are_fetched(fetch, url):
 
 
 def test_youtube_fails_fast_when_youtube_cannot_be_reached(fetch):
-    """Here DNS does not resolve outside hosts: the link fails within seconds with advice, not a traceback."""
+    """Where DNS does not resolve outside hosts, the link fails within seconds with advice, not a traceback.
+    On a machine that can resolve YouTube the test stays offline and skips instead of contacting it."""
+    try:
+        socket.getaddrinfo("www.youtube.com", 443)
+    except OSError:
+        pass
+    else:
+        pytest.skip("www.youtube.com resolves here; the offline failure is not tested against the real site")
     start = time.monotonic()
     with pytest.raises(MediaError, match=r"^Could not reach www\.youtube\.com: .* upload the file instead\.$"):
         fetch("https://www.youtube.com/watch?v=jNQXAC9IVRw", Limits(timeout_s=2))

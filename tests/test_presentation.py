@@ -112,3 +112,13 @@ def test_api_result_carries_both_tasks_and_the_language_probabilities():
     assert out["language"] == "fr" and out["language_probs"] == {"fr": 0.9, "en": 0.1}
     assert out["transcribe"] is transcript and out["translate"] is None
     assert out["translation_note"] == "not needed: the speech is English" and out["source"] == {"title": "t"}
+
+
+def test_word_timed_results_add_a_karaoke_srt(tmp_path):
+    words = [{"word": " Bonjour", "start": 0.0, "end": 0.4, "probability": 0.9},
+             {"word": " tout", "start": 0.4, "end": 0.7, "probability": 0.9}]
+    transcript = {"text": " Bonjour tout", "language": "fr", "language_probs": None,
+                  "segments": [{"start": 0.0, "end": 0.7, "text": " Bonjour tout", "words": words}]}
+    files = show.write_downloads(tmp_path, "x", transcript, None)
+    assert (tmp_path / "x.fr.words.srt") in files
+    assert "<u>Bonjour</u> tout" in (tmp_path / "x.fr.words.srt").read_text(encoding="utf-8")

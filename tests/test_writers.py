@@ -1,12 +1,15 @@
 """Subtitle writers and the translation's time alignment, on fixed inputs."""
 
 import json
+import re
 
 import pytest
 
 from whisper_core.writers import (
+    SubtitleLayout,
     align_by_time,
     format_timestamp,
+    subtitle_cues,
     to_bilingual,
     to_json,
     to_srt,
@@ -61,3 +64,47 @@ def test_bilingual_cues_hold_both_lines():
 def test_write_all_formats(tmp_path):
     written = write_result(RESULT, "all", tmp_path, "talk")
     assert sorted(p.name for p in written) == ["talk.json", "talk.srt", "talk.tsv", "talk.txt", "talk.vtt"]
+
+
+def _worded(*words: tuple[str, float, float]) -> dict:
+    return {"start": words[0][1], "end": words[-1][2], "text": "".join(w for w, _, _ in words),
+            "words": [{"word": w, "start": s, "end": e, "probability": 1.0} for w, s, e in words]}
+
+
+WORDED = {"segments": [
+    _worded((" The", 0.0, 0.2), (" quick", 0.2, 0.5), (" brown", 0.5, 0.8), (" fox", 0.8, 1.0),
+            (" jumps", 1.0, 1.3), (" over", 1.3, 1.5), (" the", 1.5, 1.6), (" lazy", 1.6, 1.9), (" dog.", 1.9, 2.3)),
+    _worded((" Then", 6.0, 6.3), (" it", 6.3, 6.4), (" slept.", 6.4, 7.0)),
+]}
+
+
+def test_layout_respects_width_and_line_count():
+    layout = SubtitleLayout(max_line_width=12, max_line_count=2)
+    cues = subtitle_cues(WORDED, layout)
+    for _, _, text in cues:
+        lines = text.split("\n")
+        assert len(lines) <= 2
+        assert all(len(line) <= 12 for line in lines)
+    words = " ".join(text.replace("\n", " ") for _, _, text in cues).split()
+    assert words == "The quick brown fox jumps over the lazy dog. Then it slept.".split()
+    assert cues[-1][0] == 6.0  # the long pause starts a cue
+
+
+def test_words_per_line_and_segments_kept():
+    cues = subtitle_cues(WORDED, SubtitleLayout(max_words_per_line=4))
+    assert cues[0][2].split("\n") == ["The quick brown fox", "jumps over the lazy", "dog."]
+    assert cues[1][2] == "Then it slept."  # without a line count, segments stay cues
+
+
+def test_highlighted_words_in_order():
+    cues = subtitle_cues({"segments": [WORDED["segments"][1]]}, SubtitleLayout(highlight_words=True))
+    marked = [re.search(r"<u>(.*?)</u>", text).group(1) for _, _, text in cues]
+    assert marked == ["Then", "it", "slept."]
+    assert [c[0] for c in cues] == sorted(c[0] for c in cues)
+    srt = to_srt({"segments": [WORDED["segments"][1]]}, SubtitleLayout(highlight_words=True))
+    assert "<u>Then</u> it slept." in srt
+
+
+def test_without_words_a_segment_is_a_cue():
+    expected = [(0.0, 1.5, "Bonjour."), (2.0, 3661.25, "Ça va ?")]
+    assert subtitle_cues(RESULT, SubtitleLayout(max_line_width=5)) == expected

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .writers import FORMATS, to_bilingual, write_result
+from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
+from .writers import FORMATS, SubtitleLayout, to_bilingual, write_result
 
 
 def _optional_int(text: str) -> int | None:
@@ -60,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fall back to sampling below this mean log-probability")
     p.add_argument("--no_speech_threshold", type=_optional_float, default=0.6,
                    help="skip a window as silent above this no-speech probability (and low log-prob)")
+    p.add_argument("--word_timestamps", type=_str2bool, default=False, help="time every word")
+    p.add_argument("--prepend_punctuations", default=PREPEND_PUNCTUATIONS,
+                   help="with word timestamps: marks joined to the next word")
+    p.add_argument("--append_punctuations", default=APPEND_PUNCTUATIONS,
+                   help="with word timestamps: marks joined to the previous word")
+    p.add_argument("--highlight_words", type=_str2bool, default=False,
+                   help="underline each word as it is spoken in srt and vtt (needs --word_timestamps True)")
+    p.add_argument("--max_line_width", type=_optional_int, default=None,
+                   help="characters per subtitle line (needs --word_timestamps True)")
+    p.add_argument("--max_line_count", type=_optional_int, default=None,
+                   help="lines per subtitle cue (needs --word_timestamps True)")
+    p.add_argument("--max_words_per_line", type=_optional_int, default=None,
+                   help="words per subtitle line (needs --word_timestamps True)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     # fmt: on
     return p
@@ -111,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
         compression_ratio_threshold=args.compression_ratio_threshold,
         logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
+        word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
+        append_punctuations=args.append_punctuations,
     )
+    layout = SubtitleLayout(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
+    if layout.uses_words and not args.word_timestamps:
+        print("error: --max_line_width, --max_line_count, --max_words_per_line and --highlight_words "
+              "need --word_timestamps True", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.model, args.device, download_root=args.model_dir)
     except (CheckpointError, ValueError) as e:
@@ -125,15 +146,20 @@ def main(argv: list[str] | None = None) -> int:
             progress = _printer(args.verbose and args.task != "both")
             if args.task == "both":
                 both = model.transcribe_and_translate(audio, **options)
-                for task, result in both.items():
-                    write_result(result, args.output_format, out_dir, f"{stem}.{task}")
-                (out_dir / f"{stem}.bilingual.srt").write_text(
-                    to_bilingual(both["transcribe"], both["translate"]), encoding="utf-8")
+                write_result(both["transcribe"], args.output_format, out_dir, f"{stem}.transcribe", layout)
+                if reason := both["translate"].get("translation_unavailable"):
+                    print(f"note: {item}: no translation: {reason}", file=sys.stderr)
+                else:
+                    write_result(both["translate"], args.output_format, out_dir, f"{stem}.translate", layout)
+                    (out_dir / f"{stem}.bilingual.srt").write_text(
+                        to_bilingual(both["transcribe"], both["translate"]), encoding="utf-8")
                 if args.verbose:
                     print(both["transcribe"]["text"].strip(), both["translate"]["text"].strip(), sep="\n")
             else:
                 result = model.transcribe(audio, task=args.task, progress=progress, **options)
-                write_result(result, args.output_format, out_dir, stem)
+                if result.get("translation_unavailable"):
+                    raise ValueError(result["translation_unavailable"])
+                write_result(result, args.output_format, out_dir, stem, layout)
         except (MediaError, ValueError) as e:
             print(f"error: {item}: {e}", file=sys.stderr)
             failures += 1

@@ -125,7 +125,7 @@ def detect_language(
     n = audio_features.shape[0]
     state = model.decoder.start(audio_features, n, torch.zeros(n, dtype=torch.long, device=model.device), 1)
     sot = torch.full((n, 1), tokenizer.sot, device=model.device)
-    logits = model.decoder(sot, state)[:, 0].float()
+    logits = model.decoder.logits(model.decoder(sot, state)[:, 0]).float()
     lang_tokens = torch.tensor(tokenizer.language_tokens, device=logits.device)
     probs = logits[:, lang_tokens].softmax(dim=-1).cpu()
     out = []
@@ -166,24 +166,22 @@ class _LogitRules:
     def _timestamp_rules(self, logits: Tensor, tokens: Tensor, first: bool) -> None:
         ts_begin = self.tokenizer.timestamp_begin
         eot = self.tokenizer.eot
-        vocab = logits.shape[1]
         sampled = tokens[:, self.sample_begin :]
         n = sampled.shape[1]
         if n > 0:
             is_ts = sampled >= ts_begin
             last_ts = is_ts[:, -1]
             penultimate_ts = is_ts[:, -2] if n >= 2 else torch.ones_like(last_ts)
-            ids = torch.arange(vocab, device=logits.device)
-            # After a pair (or a lone opening timestamp), text must come; after text + timestamp,
+            # After a pair (or a lone opening timestamp) text must come; after text and a timestamp,
             # only another timestamp or the end.
-            block = (last_ts & penultimate_ts)[:, None] & (ids >= ts_begin)[None]
-            block |= (last_ts & ~penultimate_ts)[:, None] & (ids < eot)[None]
+            logits[last_ts & penultimate_ts, ts_begin:] = -torch.inf
+            logits[last_ts & ~penultimate_ts, :eot] = -torch.inf
             # Timestamps never decrease, and a segment has a nonzero length.
-            any_ts = is_ts.any(dim=1)
-            last_value = torch.where(is_ts, sampled, torch.zeros_like(sampled)).max(dim=1).values
+            last_value = torch.where(is_ts, sampled - ts_begin, -1).max(dim=1).values
             floor = torch.where(last_ts & ~penultimate_ts, last_value, last_value + 1)
-            block |= any_ts[:, None] & (ids >= ts_begin)[None] & (ids < floor[:, None])
-            logits.masked_fill_(block, -torch.inf)
+            steps = torch.arange(logits.shape[1] - ts_begin, device=logits.device)
+            stamps = logits[:, ts_begin:]
+            stamps.masked_fill_((last_value >= 0)[:, None] & (steps[None] < floor[:, None]), -torch.inf)
         if first:
             logits[:, :ts_begin] = -torch.inf
             if self.max_initial is not None:
@@ -319,11 +317,11 @@ def decode_batch(
 
     next_input = tokens
     for _ in range(sample_len):
-        logits = model.decoder(next_input, state)
+        hidden = model.decoder(next_input, state)
         if not no_speech_probs:
-            at_sot = logits[torch.arange(n_rows, device=device), sot_positions].float().softmax(dim=-1)
-            no_speech_probs = at_sot[:, tokenizer0.no_speech].tolist()
-        logits = logits[:, -1].float()
+            at_sot = model.decoder.logits(hidden[torch.arange(n_rows, device=device), sot_positions])
+            no_speech_probs = at_sot.float().softmax(dim=-1)[:, tokenizer0.no_speech].tolist()
+        logits = model.decoder.logits(hidden[:, -1]).float()
         for g, rule in enumerate(rules):
             rule.apply(logits[g * n_group : (g + 1) * n_group], tokens[g * n_group : (g + 1) * n_group])
         if beam:

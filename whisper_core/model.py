@@ -39,10 +39,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.append(k, v)
-        if cache is None or mask is None:
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -61,14 +58,19 @@ class CrossAttention(nn.Module):
         k, v = self.kv(xa).view(b, s, 2, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], scores: list[Tensor] | None = None) -> Tensor:
         """`x` holds `group` rows per audio window, consecutive; they are folded into the query length so
-        that the beams or samples of one window share that window's keys and values without copies."""
+        that the beams or samples of one window share that window's keys and values without copies.
+        When `scores` is a list, the attention logits [batch, head, query, frame] are appended to it
+        (word timing reads them)."""
         k, v = kv
         b, t, d = x.shape
         n_audio = k.shape[0]
         group = b // n_audio
         q = self.query(x).view(n_audio, group * t, self.n_head, d // self.n_head).transpose(1, 2)
+        if scores is not None:
+            qk = (q @ k.transpose(-1, -2)) * (d // self.n_head) ** -0.5
+            scores.append(qk.view(n_audio, self.n_head, group, t, -1).transpose(1, 2).reshape(b, self.n_head, t, -1))
         y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
@@ -101,9 +103,12 @@ class DecoderBlock(nn.Module):
         self.mlp_ln = nn.LayerNorm(n_state)
         self.mlp = MLP(n_state)
 
-    def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], cache: LayerCache, mask: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, cross_kv: tuple[Tensor, Tensor], cache: LayerCache, mask: Tensor | None,
+        cross_scores: list[Tensor] | None = None,
+    ) -> Tensor:
         x = x + self.attn(self.attn_ln(x), cache, mask)
-        x = x + self.cross_attn(self.cross_attn_ln(x), cross_kv)
+        x = x + self.cross_attn(self.cross_attn_ln(x), cross_kv, cross_scores)
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -156,6 +161,7 @@ class DecoderState:
         self.caches = caches
         self.cross_kv = cross_kv
         self.pad = pad  # [batch] number of left-padding positions per row
+        self.padded = bool(pad.any())
 
     @property
     def length(self) -> int:
@@ -165,6 +171,7 @@ class DecoderState:
         for cache in self.caches:
             cache.reorder(rows)
         self.pad = self.pad[rows]
+        self.padded = bool(self.pad.any())
 
 
 class TextDecoder(nn.Module):
@@ -187,19 +194,24 @@ class TextDecoder(nn.Module):
         ]
         return DecoderState(caches, cross_kv, pad)
 
-    def forward(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """tokens: [batch, new] appended after what `state` holds -> logits [batch, new, n_vocab]."""
+    def forward(self, tokens: Tensor, state: DecoderState, cross_scores: list[Tensor] | None = None) -> Tensor:
+        """tokens: [batch, new] appended after what `state` holds -> hidden states [batch, new, n_state];
+        `logits` turns the positions a caller needs into scores (one position per step, not all)."""
         b, t = tokens.shape
         offset = state.length
         steps = torch.arange(offset, offset + t, device=tokens.device)
         # Rows that already stopped (a full context) may run past the table; their outputs are unused.
         positions = (steps[None, :] - state.pad[:, None]).clamp(0, self.positional_embedding.shape[0] - 1)
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
-        mask = self._mask(state.pad, offset, t, x.dtype)
+        # One new token per row sees every cached key unless some row is left-padded.
+        mask = None if t == 1 and not state.padded else self._mask(state.pad, offset, t, x.dtype)
         for block, cache, cross_kv in zip(self.blocks, state.caches, state.cross_kv, strict=True):
-            x = block(x, cross_kv, cache, mask)
-        x = self.ln(x)
-        return x @ self.token_embedding.weight.T
+            x = block(x, cross_kv, cache, mask, cross_scores)
+        return self.ln(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Scores over the vocabulary from the tied token embedding."""
+        return hidden @ self.token_embedding.weight.T
 
     @staticmethod
     def _mask(pad: Tensor, offset: int, t: int, dtype: torch.dtype) -> Tensor:

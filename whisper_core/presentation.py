@@ -16,7 +16,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, ffmpeg_executable
 from .tokenizer import LANGUAGES
-from .writers import RENDERERS, align_by_time, to_bilingual
+from .writers import RENDERERS, SubtitleLayout, align_by_time, to_bilingual, to_srt
 
 # The page's modes, and the engine tasks each one runs.
 MODES: dict[str, tuple[str, ...]] = {
@@ -25,6 +25,7 @@ MODES: dict[str, tuple[str, ...]] = {
     "translate": ("translate",),
 }
 DOWNLOAD_FORMATS = ("txt", "srt", "vtt", "json")
+WORD_LAYOUT = SubtitleLayout(max_line_width=42, max_line_count=2, highlight_words=True)
 PLAYBACK_BITRATE = "32k"  # 16 kHz mono speech: about 14 MB an hour
 
 # Why a result has no translation (None when it has one).
@@ -179,7 +180,8 @@ def file_stem(title: str | None) -> str:
 
 
 def write_downloads(directory: Path, stem: str, transcript: dict | None, translation: dict | None) -> list[Path]:
-    """txt, srt, vtt and json of each result, and the bilingual srt (original line over English line)."""
+    """txt, srt, vtt and json of each result, the bilingual srt (original line over English line), and
+    when words are timed, an srt of short lines whose spoken word is underlined."""
     written: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -195,6 +197,8 @@ def write_downloads(directory: Path, stem: str, transcript: dict | None, transla
                 write(f"{stem}.{suffix}.{fmt}", RENDERERS[fmt](result))
     if transcript is not None and translation is not None:
         write(f"{stem}.{language}-en.srt", to_bilingual(transcript, translation, fmt="srt"))
+    if transcript is not None and any(s.get("words") for s in transcript["segments"]):
+        write(f"{stem}.{language}.words.srt", to_srt(transcript, WORD_LAYOUT))  # karaoke-style, timed per word
     return written
 
 

@@ -56,7 +56,7 @@ class TranscriptionService:
 
     @property
     def can_translate(self) -> bool:
-        return self.model.is_multilingual
+        return self.model.can_translate
 
     def warm_up(self) -> None:
         """One short decode at start, so that the first visitor does not pay for lazy initialisation."""
@@ -74,7 +74,8 @@ class TranscriptionService:
     ) -> dict[str, dict | None]:
         """Run `tasks` on `audio`; returns {task: result}. A translation is None when it is not needed
         (the speech is English, unless `translate_english`) or the model cannot translate."""
-        prepared = self.model.prepare(audio)  # the log-mel is computed in the caller's thread
+        # The log-mel (and voice detection) is computed in the caller's thread, beside the worker.
+        prepared = self.model.prepare(audio, vad_filter=options.get("vad_filter", False))
         if "translate" in tasks and not self.can_translate:
             tasks = [t for t in tasks if t != "translate"]
         jobs = [self.model.job(prepared, progress, task=task, **options) for task in tasks]

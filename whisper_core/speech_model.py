@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from . import transcribe as longform
 from .audio import load_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .loading import load_network, translation_unavailable
+from .timing import add_word_timestamps
 from .transcribe import Audio, Job, ProgressCallback, make_options
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
@@ -50,28 +52,45 @@ class SpeechModel:
         return {"text": "", "segments": [], "language": language, "language_probs": None,
                 "translation_unavailable": self.translation_unavailable}
 
-    def prepare(self, audio: AudioInput) -> Audio:
-        """Decode (for a path) and compute the log-mel once; the result can feed several jobs."""
+    def prepare(self, audio: AudioInput, *, vad_filter: bool = False) -> Audio:
+        """Decode (for a path), cut out non-speech when asked, and compute the log-mel once; the result
+        can feed several jobs."""
         if isinstance(audio, str | Path):
             audio = load_audio(str(audio))
-        return Audio(audio, self.net.dims.n_mels, self.device)
+        return Audio(audio, self.net.dims.n_mels, self.device, vad_filter=vad_filter)
+
+    @property
+    def alignment_heads(self) -> list[tuple[int, int]]:
+        """The cross-attention heads that follow the speech (from the checkpoint); without them, every
+        head of the upper half of the decoder, as the reference does."""
+        heads = self.config.get("alignment_heads")
+        if heads:
+            return [(int(layer), int(head)) for layer, head in heads]
+        dims = self.net.dims
+        return [(layer, head) for layer in range(dims.n_text_layer // 2, dims.n_text_layer)
+                for head in range(dims.n_text_head)]
 
     def job(self, audio: Audio, progress: ProgressCallback | None = None, **options) -> Job:
         """A long-form run to step with others (see `transcribe.run`)."""
-        return Job(audio, make_options(**options), self.tokenizer, progress)
+        parsed = make_options(**options)
+        aligner = None
+        if parsed.word_timestamps:
+            aligner = functools.partial(add_word_timestamps, net=self.net, alignment_heads=self.alignment_heads)
+        return Job(audio, parsed, self.tokenizer, progress, aligner=aligner)
 
     def transcribe(self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options) -> dict:
         """Transcribe (or, with task="translate", translate to English) audio of any length.
 
         Takes openai-whisper's keywords: task, language, temperature, beam_size, best_of, patience,
         length_penalty, initial_prompt, condition_on_previous_text, compression_ratio_threshold,
-        logprob_threshold, no_speech_threshold, suppress_tokens, suppress_blank, without_timestamps.
+        logprob_threshold, no_speech_threshold, suppress_tokens, suppress_blank, without_timestamps,
+        word_timestamps, prepend_punctuations, append_punctuations.
         Returns {"text", "segments", "language", "language_probs"}; a translation that this model cannot
         do returns no text and says why in "translation_unavailable".
         """
         if options.get("task") == "translate" and not self.can_translate:
             return self._not_translated()
-        job = self.job(self.prepare(audio), progress, **options)
+        job = self.job(self.prepare(audio, vad_filter=options.get("vad_filter", False)), progress, **options)
         return longform.run(self.net, [job])[0]
 
     def transcribe_and_translate(
@@ -84,7 +103,7 @@ class SpeechModel:
         if not self.can_translate:
             return {"transcribe": self.transcribe(audio, progress=progress, **options),
                     "translate": self._not_translated()}
-        prepared = self.prepare(audio)
+        prepared = self.prepare(audio, vad_filter=options.get("vad_filter", False))
         jobs = [self.job(prepared, progress, task=task, **options) for task in ("transcribe", "translate")]
         transcript, translation = longform.run(self.net, jobs)
         return {"transcribe": transcript, "translate": translation}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = ("txt", "vtt", "srt", "tsv", "json")
@@ -30,20 +32,99 @@ def to_txt(result: dict) -> str:
     return "".join(f"{s['text'].strip()}\n" for s in _cues(result["segments"]))
 
 
-def to_srt(result: dict) -> str:
+@dataclass(frozen=True)
+class SubtitleLayout:
+    """How cues are cut from word timings (the reference CLI's flags). Without words, or with nothing
+    set, each segment is one cue."""
+
+    max_line_width: int | None = None  # characters per line
+    max_line_count: int | None = None  # lines per cue; when set, cues may span segments
+    max_words_per_line: int | None = None
+    highlight_words: bool = False  # underline each word while it is spoken
+
+    @property
+    def uses_words(self) -> bool:
+        return any((self.max_line_width, self.max_line_count, self.max_words_per_line, self.highlight_words))
+
+
+LONG_PAUSE_S = 3.0  # a pause this long starts a new cue when cues may span segments
+
+
+def _word_cues(segments: list[dict], layout: SubtitleLayout) -> list[list[dict]]:
+    """Group words into cues of lines: a line ends at the width or word limit, a cue at the line limit,
+    at a long pause or (when the line count is not set) at the end of a segment. A word that starts a
+    line after the first carries a leading newline."""
+    width = layout.max_line_width or 1000
+    per_line = layout.max_words_per_line or 1000
+    keep_segments = layout.max_line_count is None or layout.max_line_width is None
+    cues: list[list[dict]] = []
+    cue: list[dict] = []
+    line_len = line_words = 0
+    lines = 1
+    last_start = None
+    for segment in segments:
+        for n, original in enumerate(segment.get("words", [])):
+            word = dict(original)
+            pause = not keep_segments and last_start is not None and word["start"] - last_start > LONG_PAUSE_S
+            new_segment = n == 0 and bool(cue) and keep_segments
+            fits = line_len + len(word["word"]) <= width and line_words < per_line
+            if line_len > 0 and fits and not pause and not new_segment:
+                line_len += len(word["word"])
+                line_words += 1
+            else:
+                word["word"] = word["word"].strip()
+                full = layout.max_line_count is not None and lines >= layout.max_line_count
+                if cue and (pause or new_segment or full):
+                    cues.append(cue)
+                    cue, lines = [], 1
+                elif line_len > 0:
+                    lines += 1
+                    word["word"] = "\n" + word["word"]
+                line_len, line_words = len(word["word"].strip()), 1
+            cue.append(word)
+            last_start = word["start"]
+    if cue:
+        cues.append(cue)
+    return cues
+
+
+def subtitle_cues(result: dict, layout: SubtitleLayout | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, text) of every cue, laid out from the words when the layout asks for it."""
+    layout = layout or SubtitleLayout()
+    segments = _cues(result["segments"])
+    if not layout.uses_words or not any(s.get("words") for s in segments):
+        return [(s["start"], s["end"], s["text"].strip().replace("-->", "->")) for s in segments]
+    out = []
+    for cue in _word_cues(segments, layout):
+        text = "".join(w["word"] for w in cue)
+        if not layout.highlight_words:
+            out.append((cue[0]["start"], cue[-1]["end"], text))
+            continue
+        last = cue[0]["start"]
+        for i, word in enumerate(cue):
+            if word["start"] > last:
+                out.append((last, word["start"], text))
+            marked = "".join(
+                re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", w["word"]) if j == i else w["word"] for j, w in enumerate(cue)
+            )
+            out.append((word["start"], word["end"], marked))
+            last = word["end"]
+    return out
+
+
+def to_srt(result: dict, layout: SubtitleLayout | None = None) -> str:
     blocks = []
-    for i, s in enumerate(_cues(result["segments"]), start=1):
-        start = format_timestamp(s["start"], always_include_hours=True, decimal_marker=",")
-        end = format_timestamp(s["end"], always_include_hours=True, decimal_marker=",")
-        blocks.append(f"{i}\n{start} --> {end}\n{s['text'].strip().replace('-->', '->')}\n")
+    for i, (start, end, text) in enumerate(subtitle_cues(result, layout), start=1):
+        start_s = format_timestamp(start, always_include_hours=True, decimal_marker=",")
+        end_s = format_timestamp(end, always_include_hours=True, decimal_marker=",")
+        blocks.append(f"{i}\n{start_s} --> {end_s}\n{text}\n")
     return "\n".join(blocks)
 
 
-def to_vtt(result: dict) -> str:
+def to_vtt(result: dict, layout: SubtitleLayout | None = None) -> str:
     blocks = ["WEBVTT\n"]
-    for s in _cues(result["segments"]):
-        blocks.append(f"{format_timestamp(s['start'])} --> {format_timestamp(s['end'])}\n"
-                      f"{s['text'].strip().replace('-->', '->')}\n")
+    for start, end, text in subtitle_cues(result, layout):
+        blocks.append(f"{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n")
     return "\n".join(blocks)
 
 
@@ -101,13 +182,17 @@ def to_bilingual(transcript: dict, translation: dict, *, fmt: str = "srt") -> st
     raise ValueError(f"bilingual subtitles are srt or vtt, not {fmt!r}")
 
 
-def write_result(result: dict, fmt: str, output_dir: Path, stem: str) -> list[Path]:
-    """Write `stem.<fmt>` (every format for 'all') into `output_dir`; returns the paths written."""
+def write_result(
+    result: dict, fmt: str, output_dir: Path, stem: str, layout: SubtitleLayout | None = None
+) -> list[Path]:
+    """Write `stem.<fmt>` (every format for 'all') into `output_dir`; returns the paths written.
+    `layout` shapes the srt and vtt cues."""
     formats = FORMATS if fmt == "all" else (fmt,)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for f in formats:
         path = output_dir / f"{stem}.{f}"
-        path.write_text(RENDERERS[f](result), encoding="utf-8")
+        text = RENDERERS[f](result, layout) if f in ("srt", "vtt") else RENDERERS[f](result)
+        path.write_text(text, encoding="utf-8")
         written.append(path)
     return written

@@ -1,0 +1,87 @@
+"""No invented text where nobody speaks: the voice detector, and the rule for short unsure scraps."""
+
+import numpy as np
+import pytest
+
+from whisper_core.audio import SAMPLE_RATE
+from whisper_core.metrics import error_rate
+from whisper_core.vad import SpeechMap, keep_speech
+
+GREEDY = {"temperature": 0.0}
+DEFAULT = {"beam_size": 5, "best_of": 5}
+
+
+def test_speech_map_times_back_to_the_original():
+    speech = SpeechMap(((16000, 32000), (80000, 96000)), original_samples=160000)
+    assert speech.to_original(0.0) == 1.0
+    assert speech.to_original(0.5) == 1.5
+    assert speech.to_original(1.0) == 5.0  # the second stretch starts where the first ended
+    assert speech.to_original(1.5) == 5.5
+    assert speech.to_original(9.0) == 6.0  # past the speech: its end, never past the input
+    audio = np.arange(160000, dtype=np.float32)
+    kept = keep_speech(audio, speech)
+    assert len(kept) == 32000 and kept[16000] == 80000
+    assert len(keep_speech(audio, SpeechMap((), 160000))) == 0
+
+
+@pytest.mark.parametrize("settings", [GREEDY, DEFAULT], ids=["greedy", "default"])
+@pytest.mark.parametrize("name", ["nonspeech_empty.mp3", "nonspeech_laughter.mp3", "nonspeech_steady_noise.wav"])
+def test_no_text_without_speech(model, shared, name, settings):
+    both = model.transcribe_and_translate(str(shared / "audio" / name), vad_filter=True, **settings)
+    assert both["transcribe"]["text"].strip() == ""
+    assert both["translate"]["text"].strip() == ""
+
+
+@pytest.mark.parametrize("settings", [GREEDY, DEFAULT], ids=["greedy", "default"])
+def test_speech_around_a_long_silence(model, shared, settings):
+    """Speech at 0-4 s and 31-36.5 s: text for both, none in the silence, none past the end."""
+    both = model.transcribe_and_translate(str(shared / "audio" / "fr_bonjour_long_silence.mp3"), vad_filter=True,
+                                          **settings)
+    for task in ("transcribe", "translate"):
+        spoken = [s for s in both[task]["segments"] if s["text"].strip()]
+        assert any(s["start"] < 4.5 for s in spoken), task
+        assert any(s["end"] > 31 for s in spoken), task
+        for s in spoken:
+            assert not (s["start"] > 5.0 and s["end"] < 31.0), f"{task}: text inside the silence: {s}"
+            assert s["end"] <= 36.6, f"{task}: text past the end: {s}"
+
+
+def test_detector_costs_no_accuracy(model, shared, manifest):
+    """On the speech files, WER/CER against the human references is no worse with the detector (within
+    half a point overall), and no file loses more than a few words."""
+    errors_off, errors_on = [], []
+    for entry in manifest:
+        if entry["language"] is None or entry["reference_kind"] != "human" or entry["duration_s"] > 60:
+            continue
+        path = str(shared / "audio" / entry["file"])
+        off = model.transcribe(path, **GREEDY)["text"]
+        on = model.transcribe(path, vad_filter=True, **GREEDY)["text"]
+        errors_off.append(error_rate(entry["reference"], off, entry["language"]))
+        errors_on.append(error_rate(entry["reference"], on, entry["language"]))
+        assert errors_on[-1] <= errors_off[-1] + 0.15, f"{entry['file']}: {off!r} -> {on!r}"
+    assert np.mean(errors_on) <= np.mean(errors_off) + 0.005, (errors_off, errors_on)
+
+
+def test_silence_array_gives_nothing(model):
+    result = model.transcribe(np.zeros(SAMPLE_RATE * 5, dtype=np.float32), vad_filter=True)
+    assert result == {**result, "text": "", "segments": [], "language": None}
+
+
+def test_invented_text_is_recognised_by_its_words():
+    from whisper_core.transcribe import _looks_invented
+
+    def segment(*words):
+        return {"words": [{"word": w, "start": s, "end": e, "probability": p} for w, s, e, p in words]}
+
+    spoken = segment((" Bonjour", 0.0, 0.5, 0.9), (" à", 0.5, 0.7, 0.8), (" tous.", 0.7, 1.1, 0.95))
+    invented = segment((" Thanks", 10.0, 10.02, 0.1), (" for", 10.02, 10.04, 0.1), (" watching!", 10.04, 13.5, 0.1))
+    assert not _looks_invented(spoken)
+    assert _looks_invented(invented)
+    assert not _looks_invented(None) and not _looks_invented({"words": []})
+
+
+def test_hallucination_threshold_keeps_real_speech(model, shared):
+    result = model.transcribe(str(shared / "audio" / "fr_bonjour_long_silence.mp3"), temperature=0.0,
+                              word_timestamps=True, hallucination_silence_threshold=2.0, vad_filter=True)
+    spoken = [s for s in result["segments"] if s["text"].strip()]
+    assert spoken and all(not (s["start"] > 5.0 and s["end"] < 31.0) for s in spoken)

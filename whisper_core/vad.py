@@ -1,0 +1,74 @@
+"""Voice activity detection: stretches without speech are cut out before decoding (Silero VAD, whose
+model ships inside its wheel), and times in the speech-only audio are mapped back to the original."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+
+THRESHOLD = 0.5  # speech probability above which a frame is speech
+MIN_SPEECH_MS = 250  # shorter bursts are noise
+MIN_SILENCE_MS = 2000  # shorter pauses stay in (they are part of speaking)
+SPEECH_PAD_MS = 400  # context kept around each stretch, so that word edges are not cut
+
+_lock = threading.Lock()  # the detector keeps state between calls: one user at a time
+
+
+@functools.lru_cache(maxsize=1)
+def _detector():
+    from silero_vad import load_silero_vad
+
+    return load_silero_vad()
+
+
+@dataclass(frozen=True)
+class SpeechMap:
+    """Where the kept stretches lie: in the speech-only audio and in the original."""
+
+    spans: tuple[tuple[int, int], ...]  # (start, end) samples of speech in the original
+    original_samples: int
+
+    @property
+    def speech_samples(self) -> int:
+        return sum(end - start for start, end in self.spans)
+
+    def to_original(self, seconds: float) -> float:
+        """A time in the speech-only audio -> the same moment in the original audio."""
+        if not self.spans:
+            return 0.0
+        sample = seconds * SAMPLE_RATE
+        starts = np.cumsum([0] + [end - start for start, end in self.spans[:-1]])
+        i = max(0, bisect.bisect_right(starts.tolist(), sample) - 1)
+        original = self.spans[i][0] + (sample - starts[i])
+        return float(min(original, self.spans[i][1], self.original_samples) / SAMPLE_RATE)
+
+
+def find_speech(audio: np.ndarray) -> SpeechMap:
+    """The stretches of `audio` (16 kHz mono float32) that hold speech."""
+    from silero_vad import get_speech_timestamps
+
+    with _lock:
+        found = get_speech_timestamps(
+            torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+            _detector(),
+            threshold=THRESHOLD,
+            sampling_rate=SAMPLE_RATE,
+            min_speech_duration_ms=MIN_SPEECH_MS,
+            min_silence_duration_ms=MIN_SILENCE_MS,
+            speech_pad_ms=SPEECH_PAD_MS,
+        )
+    return SpeechMap(tuple((int(s["start"]), int(s["end"])) for s in found), len(audio))
+
+
+def keep_speech(audio: np.ndarray, speech: SpeechMap) -> np.ndarray:
+    """The speech stretches, joined end to end."""
+    if not speech.spans:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([audio[start:end] for start, end in speech.spans]).astype(np.float32, copy=False)
