@@ -15,27 +15,11 @@ import numpy as np
 import torch
 
 from whisper_core.model import ModelDimensions, Whisper
-
-
-def openai_state_dict(state_dict: dict[str, torch.Tensor], dims: ModelDimensions) -> dict[str, torch.Tensor]:
-    """Our names -> OpenAI's: split the fused projections, drop the all-zero key biases."""
-    out = dict(state_dict)
-    groups = [(f"encoder.blocks.{i}.attn", ("query", "key", "value"), "qkv") for i in range(dims.n_audio_layer)]
-    for i in range(dims.n_text_layer):
-        groups += [(f"decoder.blocks.{i}.attn", ("query", "key", "value"), "qkv"),
-                   (f"decoder.blocks.{i}.cross_attn", ("key", "value"), "kv")]
-    for prefix, parts, fused in groups:
-        weights = out.pop(f"{prefix}.{fused}.weight").chunk(len(parts))
-        biases = out.pop(f"{prefix}.{fused}.bias").chunk(len(parts))
-        for part, w, b in zip(parts, weights, biases, strict=True):
-            out[f"{prefix}.{part}.weight"] = w.clone()
-            if part != "key":
-                out[f"{prefix}.{part}.bias"] = b.clone()
-    return out
+from whisper_core.openai_checkpoint import split_attention
 
 
 def save_openai_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], dims: ModelDimensions) -> Path:
-    torch.save({"dims": asdict(dims), "model_state_dict": openai_state_dict(state_dict, dims)}, path)
+    torch.save({"dims": asdict(dims), "model_state_dict": split_attention(state_dict, dims)}, path)
     return path
 
 
@@ -51,7 +35,7 @@ def transformers_model(state_dict: dict[str, torch.Tensor], dims: ModelDimension
         max_source_positions=dims.n_audio_ctx, max_target_positions=dims.n_text_ctx,
     )
     hf = {}
-    for name, t in openai_state_dict(state_dict, dims).items():
+    for name, t in split_attention(state_dict, dims).items():
         for ours, theirs in _TO_TRANSFORMERS:
             name = name.replace(ours, theirs)
         hf[name] = t.float()

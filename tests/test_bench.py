@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from whisper_core.bench import openai_state_dict
 from whisper_core.loading import load_checkpoint
-from whisper_core.openai_checkpoint import fuse_attention
+from whisper_core.openai_checkpoint import fuse_attention, split_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "examples" / "en_demo.mp3"  # 6.6 s of English speech
@@ -63,7 +62,7 @@ def test_numbers_are_plausible(bench):
 
 def test_openai_names_round_trip():
     state_dict, dims, _, _ = load_checkpoint()
-    theirs = openai_state_dict(state_dict, dims)
+    theirs = split_attention(state_dict, dims)
     assert "encoder.blocks.0.attn.key.weight" in theirs and "encoder.blocks.0.attn.key.bias" not in theirs
     assert "decoder.blocks.0.cross_attn.value.bias" in theirs and "decoder.blocks.0.attn.qkv.weight" not in theirs
     back = fuse_attention(theirs, dims)

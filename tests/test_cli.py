@@ -41,3 +41,18 @@ def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "notes.mp3" in proc.stderr
+
+
+def test_cli_word_layout_and_vad(shared, tmp_path):
+    proc = _run(str(shared / "audio" / "en_jfk_ask_not.flac"), "--beam_size", "1", "--word_timestamps", "True",
+                "--vad_filter", "True", "--max_line_width", "20", "--max_line_count", "1", "--output_format", "vtt",
+                "--output_dir", str(tmp_path), "--verbose", "False", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cues = (tmp_path / "en_jfk_ask_not.vtt").read_text().split("\n\n")[1:]
+    assert len(cues) > 4
+    assert all(len(line) <= 20 for cue in cues for line in cue.splitlines()[1:])
+
+
+def test_cli_layout_needs_word_timestamps(tmp_path):
+    proc = _run("x.mp3", "--max_line_width", "20", cwd=tmp_path)
+    assert proc.returncode == 2 and "--word_timestamps True" in proc.stderr

@@ -399,31 +399,15 @@ def decode_files(files: tuple[str, ...], workdir: Path) -> dict[str, tuple[str, 
     return decoded
 
 
-def openai_state_dict(state_dict: dict, dims) -> dict:
-    """Our names -> openai-whisper's: the fused `attn.qkv` and `cross_attn.kv` split into query, key and
-    value; keys have no bias there (ours is zero)."""
-    out = dict(state_dict)
-    groups = [(f"encoder.blocks.{i}.attn", ("query", "key", "value"), "qkv") for i in range(dims.n_audio_layer)]
-    for i in range(dims.n_text_layer):
-        groups += [(f"decoder.blocks.{i}.attn", ("query", "key", "value"), "qkv"),
-                   (f"decoder.blocks.{i}.cross_attn", ("key", "value"), "kv")]
-    for prefix, parts, fused in groups:
-        weights = out.pop(f"{prefix}.{fused}.weight").chunk(len(parts))
-        biases = out.pop(f"{prefix}.{fused}.bias").chunk(len(parts))
-        for part, weight, bias in zip(parts, weights, biases, strict=True):
-            out[f"{prefix}.{part}.weight"] = weight.clone()
-            if part != "key":
-                out[f"{prefix}.{part}.bias"] = bias.clone()
-    return out
-
-
 def _write_openai_checkpoint(target: Path, state_dict: dict, dims) -> Path:
     import torch
+
+    from whisper_core.openai_checkpoint import split_attention
 
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        torch.save({"dims": asdict(dims), "model_state_dict": openai_state_dict(state_dict, dims)}, partial)
+        torch.save({"dims": asdict(dims), "model_state_dict": split_attention(state_dict, dims)}, partial)
         partial.replace(target)
     return target
 

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lines per subtitle cue (needs --word_timestamps True)")
     p.add_argument("--max_words_per_line", type=_optional_int, default=None,
                    help="words per subtitle line (needs --word_timestamps True)")
+    p.add_argument("--vad_filter", type=_str2bool, default=False,
+                   help="skip stretches without speech (voice activity detection) before decoding")
+    p.add_argument("--hallucination_silence_threshold", type=_optional_float, default=None,
+                   help="with word timestamps: drop text that looks invented after this many seconds of silence")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     # fmt: on
     return p
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         compression_ratio_threshold=args.compression_ratio_threshold,
         logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
         word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
-        append_punctuations=args.append_punctuations,
+        append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
+        hallucination_silence_threshold=args.hallucination_silence_threshold,
     )
     layout = SubtitleLayout(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
     if layout.uses_words and not args.word_timestamps:

@@ -103,11 +103,7 @@ def fuse_attention(state_dict: dict[str, torch.Tensor], dims: ModelDimensions) -
     one `attn.qkv` projection and cross-attention's key and value one `cross_attn.kv`. Keys have no bias
     in Whisper: theirs is zero."""
     out = dict(state_dict)
-    groups = [(f"encoder.blocks.{i}.attn", ("query", "key", "value"), "qkv") for i in range(dims.n_audio_layer)]
-    for i in range(dims.n_text_layer):
-        groups.append((f"decoder.blocks.{i}.attn", ("query", "key", "value"), "qkv"))
-        groups.append((f"decoder.blocks.{i}.cross_attn", ("key", "value"), "kv"))
-    for prefix, parts, fused in groups:
+    for prefix, parts, fused in _fused_projections(dims):
         try:
             weights = [out.pop(f"{prefix}.{part}.weight") for part in parts]
         except KeyError as e:
@@ -118,3 +114,26 @@ def fuse_attention(state_dict: dict[str, torch.Tensor], dims: ModelDimensions) -
             [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
         )
     return out
+
+
+def split_attention(state_dict: dict[str, torch.Tensor], dims: ModelDimensions) -> dict[str, torch.Tensor]:
+    """Ours -> OpenAI's module names (to write a checkpoint openai-whisper loads): the inverse of
+    `fuse_attention`, the zero key biases left out."""
+    out = dict(state_dict)
+    for prefix, parts, fused in _fused_projections(dims):
+        weights = out.pop(f"{prefix}.{fused}.weight").chunk(len(parts))
+        biases = out.pop(f"{prefix}.{fused}.bias").chunk(len(parts))
+        for part, weight, bias in zip(parts, weights, biases, strict=True):
+            out[f"{prefix}.{part}.weight"] = weight.clone()
+            if part != "key":
+                out[f"{prefix}.{part}.bias"] = bias.clone()
+    return out
+
+
+def _fused_projections(dims: ModelDimensions) -> list[tuple[str, tuple[str, ...], str]]:
+    """(module, OpenAI's separate projections, our fused one) for every attention layer."""
+    groups = [(f"encoder.blocks.{i}.attn", ("query", "key", "value"), "qkv") for i in range(dims.n_audio_layer)]
+    for i in range(dims.n_text_layer):
+        groups.append((f"decoder.blocks.{i}.attn", ("query", "key", "value"), "qkv"))
+        groups.append((f"decoder.blocks.{i}.cross_attn", ("key", "value"), "kv"))
+    return groups
