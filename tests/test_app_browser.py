@@ -128,7 +128,7 @@ def test_upload_french_speech_fills_both_columns(page, audio):
     wait_for_results(page)
     rows = table(page)
     check_french(rows)
-    assert rows[0][0] == "0:00–0:06"
+    assert re.fullmatch(r"0:00–0:0[56]", rows[0][0])  # the sentence ends at 5.x s by its words, 6 s by its tokens
     assert re.search(r"Detected language: French 100% · \w+", page.locator("#language-line").inner_text())
     assert "fr_sous_le_consulat" in page.locator("#source-card").inner_text()
     downloads = page.eval_on_selector_all("#downloads a[download]", "links => links.map(a => a.download)")
