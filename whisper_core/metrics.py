@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 # Languages written without spaces between words: scored per character.
-CHARACTER_SCORED = {"ja", "zh", "yue", "th", "lo", "my", "ko_chars"}
+CHARACTER_SCORED = {"ja", "zh", "yue", "th", "lo", "my"}
 
 
 def normalize_text(text: str) -> str:
