@@ -4,7 +4,7 @@ ranking of candidates. Many windows, each with its own task and prompt, go throu
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -58,11 +58,8 @@ def check_options(options: DecodingOptions) -> None:
     """Reject contradictory options early, with a message a user can act on."""
     if options.task not in ("transcribe", "translate"):
         raise ValueError(f"task must be 'transcribe' or 'translate', not {options.task!r}")
-    if options.beam_size is not None and options.best_of is not None and options.beam_size > 1:
-        if options.temperature == 0:
-            raise ValueError("best_of with temperature 0 does not sample; use beam_size or a temperature")
     if options.temperature == 0 and options.best_of is not None and options.best_of > 1:
-        raise ValueError("best_of needs temperature > 0")
+        raise ValueError("best_of needs temperature > 0: at temperature 0 there is nothing to sample")
     if options.patience is not None and (options.beam_size is None or options.beam_size <= 1):
         raise ValueError("patience needs beam_size > 1")
     if options.length_penalty is not None and not 0 <= options.length_penalty <= 1:
@@ -430,5 +427,3 @@ def decode(
     tok = tokenizer.with_task(options.language, options.task)
     return decode_batch(model, audio_features, [(i, options, tok) for i in range(audio_features.shape[0])])
 
-
-__all__ = ["DecodingOptions", "DecodingResult", "decode", "decode_batch", "detect_language", "replace"]
