@@ -56,3 +56,9 @@ def test_cli_word_layout_and_vad(shared, tmp_path):
 def test_cli_layout_needs_word_timestamps(tmp_path):
     proc = _run("x.mp3", "--max_line_width", "20", cwd=tmp_path)
     assert proc.returncode == 2 and "--word_timestamps True" in proc.stderr
+
+
+def test_cli_other_schemes_are_refused_as_links(tmp_path):
+    proc = _run("ftp://example.org/a.mp3", "--output_dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Only http:// and https:// links" in proc.stderr and "Traceback" not in proc.stderr

@@ -92,10 +92,11 @@ def _temperatures(start: float, increment: float | None) -> tuple[float, ...]:
 
 def _load_input(item: str):
     """The audio and a file stem for its outputs; media errors become one line for the user."""
-    from .media import is_url, load_file, load_url
+    from .media import load_file, load_url
 
-    media = load_url(item) if is_url(item) else load_file(item)
-    stem = Path(item).stem if not is_url(item) else (media.title or "download")
+    link = "://" in item  # any scheme goes to load_url, which says which ones it fetches
+    media = load_url(item) if link else load_file(item)
+    stem = (media.title or "download") if link else Path(item).stem
     return media.audio, "".join(c if c.isalnum() or c in "-_. " else "_" for c in stem).strip() or "output"
 
 
