@@ -9,6 +9,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear`, but on the CPU in float32 through oneDNN: for the decoder's few rows per step MKL's
+    small-batch GEMM reads the weights at about a third of the memory bandwidth (the decoder and the
+    vocabulary projection are bandwidth-bound), and oneDNN is also faster on the encoder's 1500 rows.
+    Both compute in float32; results agree to rounding."""
+    if _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 @dataclass(frozen=True)
 class ModelDimensions:
     """Sizes read off a checkpoint; nothing is assumed per model size."""
@@ -31,8 +53,8 @@ class SelfAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
-        self.qkv = nn.Linear(n_state, 3 * n_state)
-        self.out = nn.Linear(n_state, n_state)
+        self.qkv = Linear(n_state, 3 * n_state)
+        self.out = Linear(n_state, n_state)
 
     def forward(self, x: Tensor, cache: LayerCache | None = None, mask: Tensor | None = None) -> Tensor:
         b, t, d = x.shape
@@ -49,9 +71,9 @@ class CrossAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
-        self.query = nn.Linear(n_state, n_state)
-        self.kv = nn.Linear(n_state, 2 * n_state)
-        self.out = nn.Linear(n_state, n_state)
+        self.query = Linear(n_state, n_state)
+        self.kv = Linear(n_state, 2 * n_state)
+        self.out = Linear(n_state, n_state)
 
     def project_audio(self, xa: Tensor) -> tuple[Tensor, Tensor]:
         b, s, d = xa.shape
@@ -77,7 +99,7 @@ class CrossAttention(nn.Module):
 
 class MLP(nn.Sequential):
     def __init__(self, n_state: int):
-        super().__init__(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+        super().__init__(Linear(n_state, 4 * n_state), nn.GELU(), Linear(4 * n_state, n_state))
 
 
 class EncoderBlock(nn.Module):
@@ -211,7 +233,7 @@ class TextDecoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Scores over the vocabulary from the tied token embedding."""
-        return hidden @ self.token_embedding.weight.T
+        return linear(hidden, self.token_embedding.weight)
 
     @staticmethod
     def _mask(pad: Tensor, offset: int, t: int, dtype: torch.dtype) -> Tensor:
