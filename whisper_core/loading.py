@@ -15,7 +15,7 @@ from .model import ModelDimensions, Whisper
 from .tokenizer import MULTILINGUAL_N_VOCAB, Tokenizer, build_tokenizer, english_tokenizer
 
 DEFAULT_MODEL = "base"
-_CACHE_FORMAT = 1  # bump when the converted layout changes
+_CACHE_FORMAT = 2  # bump when the converted layout changes
 
 
 def cache_dir() -> Path:
@@ -50,7 +50,9 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, ModelDimensions, dict]:
-    """Convert a CTranslate2 checkpoint once; later starts memory-map the converted file."""
+    """Convert a CTranslate2 checkpoint once; later starts memory-map the converted file. It is kept in
+    float32, the CPU's type, so that a CPU load maps the weights in place: no second copy at start, and
+    processes on one machine share the pages."""
     files = parts or [model_dir / "model.bin"]
     for f in files:
         if not f.is_file():
@@ -67,7 +69,8 @@ def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, M
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"state_dict": state_dict, "dims": asdict(dims), "config": config}, partial)
+        stored = {name: t.float() if t.is_floating_point() else t for name, t in state_dict.items()}
+        torch.save({"state_dict": stored, "dims": asdict(dims), "config": config}, partial)
         partial.replace(target)
     except OSError:
         pass  # a read-only cache only costs the conversion at each start

@@ -31,6 +31,13 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+class TokenEmbedding(nn.Embedding):
+    """The token table, tied to the output layer: `project` scores hidden states against every token."""
+
+    def project(self, hidden: Tensor) -> Tensor:
+        return linear(hidden, self.weight)
+
+
 @dataclass(frozen=True)
 class ModelDimensions:
     """Sizes read off a checkpoint; nothing is assumed per model size."""
@@ -200,7 +207,9 @@ class TextDecoder(nn.Module):
     def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
         self.n_head = n_head
-        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        # Weights always come from a checkpoint; `_weight` skips the random init, whose meta-device kernel
+        # would import sympy (70 MB of memory) when the model is built on the meta device.
+        self.token_embedding = TokenEmbedding(n_vocab, n_state, _weight=torch.empty(n_vocab, n_state))
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
         self.blocks = nn.ModuleList(DecoderBlock(n_state, n_head) for _ in range(n_layer))
         self.ln = nn.LayerNorm(n_state)
@@ -233,7 +242,7 @@ class TextDecoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Scores over the vocabulary from the tied token embedding."""
-        return linear(hidden, self.token_embedding.weight)
+        return self.token_embedding.project(hidden)
 
     @staticmethod
     def _mask(pad: Tensor, offset: int, t: int, dtype: torch.dtype) -> Tensor:
