@@ -22,7 +22,7 @@ USERS = 2
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    command = [sys.executable, "-m", "whisper_core.bench", str(CLIP), "--runs", "1", "--engines", "ours",
+    command = [sys.executable, "-m", "whisper_core.bench", str(CLIP), "--runs", "1", "--engines", "ours,ours-int8",
                "--decodes", "greedy", "--users", str(USERS), "--json", str(out)]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -34,7 +34,9 @@ def test_table_rows(bench):
     assert table.startswith("Machine: ") and "torch " in table and "2 threads per engine" in table
     rows = [line for line in table.splitlines() if line.startswith("| en_demo.mp3 |")]
     assert [row.split(" | ")[2:5] for row in rows] == [["ours", "greedy", "transcribe"],
-                                                       ["ours", "greedy", "transcribe + translate"]]
+                                                       ["ours int8", "greedy", "transcribe"],
+                                                       ["ours", "greedy", "transcribe + translate"],
+                                                       ["ours int8", "greedy", "transcribe + translate"]]
     assert f"| {USERS} one after another |" in table and f"| {USERS} at once |" in table
     assert "Model loads: 1." in table
     assert "### GPU" in table
@@ -43,14 +45,15 @@ def test_table_rows(bench):
 def test_numbers_are_plausible(bench):
     _, report = bench
     cases = report["cases"]
-    assert [(c["case"]["engine"], c["case"]["task"]) for c in cases] == [("ours", "transcribe"), ("ours", "both")]
+    assert [(c["case"]["engine"], c["case"]["task"]) for c in cases] == [
+        ("ours", "transcribe"), ("ours-int8", "transcribe"), ("ours", "both"), ("ours-int8", "both")]
     for c in cases:
         assert c["audio_s"] == pytest.approx(6.56, abs=0.1)
         assert 0 < c["load_s"] and 0 < c["load_first_s"]
         assert len(c["walls_s"]) == 1 and c["walls_s"][0] > 0
         assert 100 < c["peak_rss_mib"] < 8192
         assert "demo" in c["texts"]["transcribe"].lower()
-    assert set(cases[1]["texts"]) == {"transcribe", "translate"}
+    assert set(cases[2]["texts"]) == set(cases[3]["texts"]) == {"transcribe", "translate"}
     service = report["service"]
     assert service["model_loads"] == 1
     for mode in ("sequential", "concurrent"):

@@ -44,13 +44,16 @@ def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
 
 
 def test_cli_word_layout_and_vad(shared, tmp_path):
+    """With the int8 mode too: its words are timed from the same cross-attention."""
     proc = _run(str(shared / "audio" / "en_jfk_ask_not.flac"), "--beam_size", "1", "--word_timestamps", "True",
+                "--int8", "True",
                 "--vad_filter", "True", "--max_line_width", "20", "--max_line_count", "1", "--output_format", "vtt",
                 "--output_dir", str(tmp_path), "--verbose", "False", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     cues = (tmp_path / "en_jfk_ask_not.vtt").read_text().split("\n\n")[1:]
     assert len(cues) > 4
     assert all(len(line) <= 20 for cue in cues for line in cue.splitlines()[1:])
+    assert "country" in " ".join(cues)
 
 
 def test_cli_layout_needs_word_timestamps(tmp_path):

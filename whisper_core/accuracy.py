@@ -10,15 +10,16 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .metrics import error_rate
+from .metrics import error_counts, error_rate
 from .speech_model import load_model
 
 
-def _score(entry: dict, result: dict, task: str) -> float | None:
-    reference = entry["reference"] if task == "transcribe" else entry.get("english")
-    if reference is None:
-        return None
-    return error_rate(reference, result[task]["text"], entry["language"] if task == "transcribe" else "en")
+def _reference(entry: dict, task: str) -> tuple[str | None, str]:
+    """The reference text for `task` (None when the manifest has none) and the language it is in."""
+    if task == "transcribe":
+        return entry["reference"], entry["language"]
+    return entry.get("english"), "en"
+
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,26 +27,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("audio_dir", type=Path)
     parser.add_argument("--beam_size", type=int, default=None, help="default: greedy")
     parser.add_argument("--max_duration", type=float, default=None, help="skip longer files")
+    parser.add_argument("--int8", action="store_true", help="the CPU's int8 mode")
+    parser.add_argument("--vad", choices=["off", "on", "both"], default="both", help="the voice detector")
     args = parser.parse_args(argv)
     entries = json.loads((args.audio_dir / "manifest.json").read_text())
-    model = load_model()
+    model = load_model(int8=args.int8)
     rows = []
     per_language: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+    pooled: dict[tuple[str, bool], list[int]] = defaultdict(lambda: [0, 0])  # (task, vad) -> [edits, units]
     for entry in entries:
         if args.max_duration and entry["duration_s"] > args.max_duration:
             continue
         cells = []
         for vad in (False, True):
+            if args.vad != "both" and vad != (args.vad == "on"):
+                cells += ["", ""]
+                continue
             both = model.transcribe_and_translate(str(args.audio_dir / entry["file"]), temperature=0.0,
                                                   beam_size=args.beam_size, vad_filter=vad)
             for task in ("transcribe", "translate"):
                 if entry["language"] is None:  # no speech: show what was written, if anything
                     cells.append(repr(both[task]["text"].strip()[:40]))
                     continue
-                score = _score(entry, both, task)
-                cells.append("—" if score is None else f"{100 * score:.1f}")
-                if score is not None and entry["reference_kind"] == "human":
+                reference, language = _reference(entry, task)
+                if reference is None:
+                    cells.append("—")
+                    continue
+                edits, units = error_counts(reference, both[task]["text"], language)
+                score = error_rate(reference, both[task]["text"], language)
+                cells.append(f"{100 * score:.1f}")
+                if entry["reference_kind"] == "human":
                     per_language[(entry["language"], task, vad)].append(score)
+                    pooled[(task, vad)][0] += edits
+                    pooled[(task, vad)][1] += units
         name = f"| {entry['file']} | {entry['language'] or '—'} | {entry['reference_kind']} | "
         rows.append(name + " | ".join(cells) + " |")
     print("| file | language | reference | transcript | translation | transcript, VAD | translation, VAD |")
@@ -60,6 +74,15 @@ def main(argv: list[str] | None = None) -> None:
                 scores = per_language.get((language, task, vad))
                 cells.append(f"{100 * sum(scores) / len(scores):.1f}" if scores else "—")
         print(f"| {language} | " + " | ".join(cells) + " |")
+    cells = []
+    for vad in (False, True):
+        for task in ("transcribe", "translate"):
+            scores = [s for (_, t, v), group in per_language.items() if t == task and v == vad for s in group]
+            cells.append(f"{100 * sum(scores) / len(scores):.1f}" if scores else "—")
+    print("| mean of files | " + " | ".join(cells) + " |")
+    cells = [f"{100 * pooled[(task, vad)][0] / pooled[(task, vad)][1]:.1f}" if pooled[(task, vad)][1] else "—"
+             for vad in (False, True) for task in ("transcribe", "translate")]
+    print("| all words (pooled) | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Engine:
 
 ENGINES = (
     Engine("ours", "ours", "ours", None),
+    Engine("ours-int8", "ours int8", "ours", None, "int8"),
     Engine("openai-whisper", "openai-whisper", "openai", "openai-whisper"),
     Engine("faster-whisper-int8", "faster-whisper int8", "faster", "faster-whisper", "int8"),
     Engine("faster-whisper-float32", "faster-whisper float32", "faster", "faster-whisper", "float32"),
@@ -138,7 +139,7 @@ def _load_ours(case: Case):
     from whisper_core.speech_model import load_model
 
     torch.set_num_threads(case.threads)
-    return load_model(device=case.device)
+    return load_model(device=case.device, int8=ENGINE_BY_NAME[case.engine].compute_type == "int8")
 
 
 def _run_ours(model, audio: np.ndarray, case: Case) -> dict[str, str]:
@@ -570,17 +571,20 @@ def engine_table(records: list[dict]) -> str:
 
 
 def ratio_table(records: list[dict]) -> str | None:
-    """Ours over each reference engine, per file, decode and task: absolute times vary between machines,
-    ratios much less."""
-    ours = _ours_by_key(records)
-    others = [e for e in ENGINES if e.family != "ours" and any(r["case"]["engine"] == e.name for r in records)]
+    """Each of our engines over each reference engine, per file, decode and task: absolute times vary
+    between machines, ratios much less."""
+    present = [e for e in ENGINES if any(r["case"]["engine"] == e.name for r in records)]
+    ours = [e for e in present if e.family == "ours"]
+    others = [e for e in present if e.family != "ours"]
     if not ours or not others:
         return None
-    by_engine = {(r["case"]["engine"], *_key(r)): r for r in records}
-    rows = [[Path(file).name, DECODE_LABELS[decode], TASK_LABELS[task]]
-            + [_ratio(ours[(file, decode, task)], by_engine.get((e.name, file, decode, task))) for e in others]
-            for file, decode, task in ours]
-    return _table(["file", "decode", "task"] + [f"ours ÷ {e.label}" for e in others], rows)
+    by_engine = {(r["case"]["engine"], *_key(r)): r for r in records if "error" not in r}
+    rows = [[Path(file).name, DECODE_LABELS[decode], TASK_LABELS[task], engine.label]
+            + [_ratio(by_engine[(engine.name, file, decode, task)], by_engine.get((e.name, file, decode, task)))
+               for e in others]
+            for engine in ours
+            for (name, file, decode, task) in by_engine if name == engine.name]
+    return _table(["file", "decode", "task", "our engine"] + [f"÷ {e.label}" for e in others], rows)
 
 
 def service_section(service: dict) -> str:

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip stretches without speech (voice activity detection) before decoding")
     p.add_argument("--hallucination_silence_threshold", type=_optional_float, default=None,
                    help="with word timestamps: drop text that looks invented after this many seconds of silence")
+    p.add_argument("--int8", type=_str2bool, default=False,
+                   help="CPU only: int8 linear layers, faster and smaller, output may differ slightly")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     # fmt: on
     return p
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
               "need --word_timestamps True", file=sys.stderr)
         return 2
     try:
-        model = load_model(args.model, args.device, download_root=args.model_dir)
+        model = load_model(args.model, args.device, download_root=args.model_dir, int8=args.int8)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

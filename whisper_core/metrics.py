@@ -26,13 +26,20 @@ def _edit_distance(ref: list[str], hyp: list[str]) -> int:
     return previous[-1]
 
 
-def error_rate(reference: str, hypothesis: str, language: str | None = None) -> float:
-    """WER, or CER for languages written without spaces; 0 when both are empty."""
+def error_counts(reference: str, hypothesis: str, language: str | None = None) -> tuple[int, int]:
+    """(edits, reference units): words, or characters for languages written without spaces. Summed
+    over files they give a pooled rate, which a 5-word clip cannot swing the way it swings a mean."""
     ref, hyp = normalize_text(reference), normalize_text(hypothesis)
     if language in CHARACTER_SCORED:
         ref_units, hyp_units = list(ref.replace(" ", "")), list(hyp.replace(" ", ""))
     else:
         ref_units, hyp_units = ref.split(), hyp.split()
-    if not ref_units:
-        return 0.0 if not hyp_units else 1.0
-    return _edit_distance(ref_units, hyp_units) / len(ref_units)
+    return _edit_distance(ref_units, hyp_units), len(ref_units)
+
+
+def error_rate(reference: str, hypothesis: str, language: str | None = None) -> float:
+    """WER, or CER for languages written without spaces; 0 when both are empty."""
+    edits, units = error_counts(reference, hypothesis, language)
+    if not units:
+        return 0.0 if not edits else 1.0
+    return edits / units

@@ -162,11 +162,12 @@ _shared_lock = threading.Lock()
 
 def get_service() -> TranscriptionService:
     """The process's service, created (model loaded and warmed up) on first use. `WHISPER_MODEL` and
-    `WHISPER_DEVICE` choose the model and the device."""
+    `WHISPER_DEVICE` choose the model and the device; `WHISPER_INT8=1` the CPU's int8 mode."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            model = load_model(os.environ.get("WHISPER_MODEL") or None, os.environ.get("WHISPER_DEVICE") or None)
+            model = load_model(os.environ.get("WHISPER_MODEL") or None, os.environ.get("WHISPER_DEVICE") or None,
+                               int8=os.environ.get("WHISPER_INT8", "0").lower() in ("1", "true", "yes"))
             _shared = TranscriptionService(model)
             _shared.warm_up()
         return _shared
