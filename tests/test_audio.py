@@ -62,3 +62,17 @@ def test_sine_energy_lands_in_the_right_band():
     band = mel[:, 10:-10].mean(dim=1).argmax().item()
     centre = mel_filters("cpu", 80).argmax(dim=1)[band].item() * SAMPLE_RATE / 400
     assert abs(centre - 1000) < 100
+
+
+def test_log_mel_in_pieces_equals_one_stft():
+    """The spectrum is taken a window at a time; over 75 s (three pieces, the last one partial) it must
+    equal one STFT over the whole signal, edges included."""
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(75 * SAMPLE_RATE + 123, generator=generator) * torch.linspace(0.01, 1.0, 75 * SAMPLE_RATE + 123)
+    padded = torch.nn.functional.pad(audio, (0, N_SAMPLES))
+    stft = torch.stft(padded, 400, 160, window=torch.hann_window(400), return_complex=True)
+    whole = torch.clamp(mel_filters("cpu", 80) @ stft[..., :-1].abs() ** 2, min=1e-10).log10()
+    whole = (torch.maximum(whole, whole.max() - 8.0) + 4.0) / 4.0
+    ours = log_mel_spectrogram(audio, padding=N_SAMPLES)
+    assert ours.shape == whole.shape == (80, (75 * SAMPLE_RATE + 123 + N_SAMPLES) // 160)
+    torch.testing.assert_close(ours, whole, rtol=0, atol=1e-5)

@@ -119,6 +119,9 @@ def log_mel_spectrogram(
     """Whisper's log-mel: |STFT|^2 through the mel filterbank, log10, floored 8 below the peak, scaled.
 
     `padding` zero samples are appended first (the long-form loop pads one window so the tail is covered).
+    The spectrum is taken a window's worth of frames at a time: a whole hour's complex STFT would hold
+    about 600 MB at once, the log-mel it reduces to 115 MB. Frames do not depend on their neighbours, so
+    the values are those of one STFT over the whole signal.
     """
     if isinstance(audio, str):
         audio = load_audio(audio)
@@ -128,10 +131,16 @@ def log_mel_spectrogram(
         audio = audio.to(device)
     if padding > 0:
         audio = F.pad(audio, (0, padding))
+    n_frames = audio.shape[-1] // HOP_LENGTH  # Whisper drops the STFT's last frame
+    # torch.stft's centring, done once: reflect half a frame at both ends.
+    signal = F.pad(audio[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[0, 0]
     window = torch.hann_window(N_FFT, device=audio.device)
-    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, return_complex=True)
-    magnitudes = stft[..., :-1].abs() ** 2
-    mel_spec = mel_filters(audio.device, n_mels) @ magnitudes
-    log_spec = torch.clamp(mel_spec, min=1e-10).log10()
+    filters = mel_filters(audio.device, n_mels)
+    log_spec = torch.empty(n_mels, n_frames, device=audio.device)
+    for start in range(0, n_frames, N_FRAMES):
+        stop = min(start + N_FRAMES, n_frames)
+        piece = signal[start * HOP_LENGTH : (stop - 1) * HOP_LENGTH + N_FFT]
+        stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        log_spec[:, start:stop] = torch.clamp(filters @ stft.abs() ** 2, min=1e-10).log10()
     log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
     return (log_spec + 4.0) / 4.0
