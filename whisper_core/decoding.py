@@ -292,33 +292,36 @@ def decode_batch(
     rules = [
         _LogitRules(opts, tok, width, model.dims.n_vocab, device) for _, opts, tok in requests
     ]
-    # Rows: n_group per request, consecutive, so that the decoder's cross-attention can fold them.
-    rows = [p for p in prompts for _ in range(n_group)]
-    tokens = torch.tensor(
-        [[tokenizer0.eot] * (width - len(p)) + p for p in rows], dtype=torch.long, device=device
-    )
-    pad = torch.tensor([pads[i // n_group] for i in range(len(rows))], device=device)
+    # The prompt is the same for every beam or sample of a window: it runs once per request, and each
+    # request's caches are then copied to its n_group rows (consecutive, so that the decoder's
+    # cross-attention can fold them).
+    prompt_tokens = torch.tensor([[tokenizer0.eot] * pad + p for p, pad in zip(prompts, pads, strict=True)],
+                                 dtype=torch.long, device=device)
     features = audio_features[[index for index, _, _ in requests]]
-    state = model.decoder.start(features, len(rows), pad, width + sample_len)
+    state = model.decoder.start(features, len(requests), torch.tensor(pads, device=device), width + sample_len)
+    hidden = model.decoder(prompt_tokens, state)
+    sot_positions = torch.tensor([pad + p.index(tokenizer0.sot) for p, pad in zip(prompts, pads, strict=True)],
+                                 device=device)
+    at_sot = model.decoder.logits(hidden[torch.arange(len(requests), device=device), sot_positions])
+    no_speech_probs = at_sot.float().softmax(dim=-1)[:, tokenizer0.no_speech].tolist()
+    last = hidden[:, -1]
+    if n_group > 1:
+        state.repeat_rows(n_group)
+        last = last.repeat_interleave(n_group, dim=0)
+    tokens = prompt_tokens.repeat_interleave(n_group, dim=0)
+    pad = state.pad
 
-    n_rows = len(rows)
+    n_rows = tokens.shape[0]
     eot = tokenizer0.eot
     sum_logprobs = torch.zeros(n_rows, device=device, dtype=torch.float32)
     ended = torch.zeros(n_rows, dtype=torch.bool, device=device)
     beams = [_BeamGroup(n_group, opts.patience, eot) for _, opts, _ in requests] if beam else []
     active = [True] * len(requests)
-    sot_positions = torch.tensor(
-        [pads[i // n_group] + prompts[i // n_group].index(tokenizer0.sot) for i in range(n_rows)], device=device
-    )
-    no_speech_probs: list[float] = []
 
-    next_input = tokens
-    for _ in range(sample_len):
-        hidden = model.decoder(next_input, state)
-        if not no_speech_probs:
-            at_sot = model.decoder.logits(hidden[torch.arange(n_rows, device=device), sot_positions])
-            no_speech_probs = at_sot.float().softmax(dim=-1)[:, tokenizer0.no_speech].tolist()
-        logits = model.decoder.logits(hidden[:, -1]).float()
+    for step in range(sample_len):
+        if step > 0:
+            last = model.decoder(tokens[:, -1:], state)[:, -1]
+        logits = model.decoder.logits(last).float()
         for g, rule in enumerate(rules):
             rule.apply(logits[g * n_group : (g + 1) * n_group], tokens[g * n_group : (g + 1) * n_group])
         if beam:
@@ -336,7 +339,6 @@ def decode_batch(
             ended |= too_long
             if bool(ended.all()):
                 break
-        next_input = tokens[:, -1:]
 
     results = []
     sampled = tokens[:, width:].tolist()
@@ -359,7 +361,7 @@ def decode_batch(
                 tokens=candidates[best],
                 text=text,
                 avg_logprob=scores[best] / (len(candidates[best]) + 1),
-                no_speech_prob=no_speech_probs[g * n_group],
+                no_speech_prob=no_speech_probs[g],
                 temperature=temperature,
                 compression_ratio=compression_ratio(text),
             )
@@ -416,7 +418,8 @@ def _beam_update(
         sources += kept_sources
         if group.done:
             active[g] = False
-    state.reorder(torch.tensor(sources, device=tokens.device))
+    if sources != list(range(len(sources))):  # often every beam keeps its row
+        state.reorder(torch.tensor(sources, device=tokens.device))
     return torch.tensor(new_tokens, device=tokens.device)
 
 

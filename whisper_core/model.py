@@ -181,6 +181,11 @@ class LayerCache:
         self.k[:, :, : self.length] = self.k[rows, :, : self.length]
         self.v[:, :, : self.length] = self.v[rows, :, : self.length]
 
+    def repeat_rows(self, times: int) -> None:
+        """Each row becomes `times` consecutive rows."""
+        self.k = self.k.repeat_interleave(times, dim=0)
+        self.v = self.v.repeat_interleave(times, dim=0)
+
 
 class DecoderState:
     """Everything the decoder keeps between steps for one batch: self-attention caches, the audio's
@@ -201,6 +206,13 @@ class DecoderState:
             cache.reorder(rows)
         self.pad = self.pad[rows]
         self.padded = bool(self.pad.any())
+
+    def repeat_rows(self, times: int) -> None:
+        """Each row becomes `times` consecutive rows: the beams or samples of a window share one prompt,
+        which is run once and copied."""
+        for cache in self.caches:
+            cache.repeat_rows(times)
+        self.pad = self.pad.repeat_interleave(times)
 
 
 class TextDecoder(nn.Module):
