@@ -24,13 +24,20 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return values, scale
 
 
+def quantize_weight(weight: Tensor, block: int = 4096) -> tuple[Tensor, Tensor]:
+    """`quantize_rows` a block of rows at a time: done at once, the float temporaries of the 106 MB token
+    table would add three times its size to the peak memory."""
+    parts = [quantize_rows(rows.float()) for rows in weight.detach().split(block)]
+    return torch.cat([values for values, _ in parts]), torch.cat([scale for _, scale in parts])
+
+
 class Int8Linear(nn.Module):
     """A linear layer whose weights are stored in int8; it computes in int32 and returns float32."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         with torch.no_grad():
-            weight, scale = quantize_rows(linear.weight.float())
+            weight, scale = quantize_weight(linear.weight)
         # [out, in], passed transposed: `torch._int_mm` is fastest with its second operand column-major.
         self.register_buffer("weight", weight)
         self.register_buffer("weight_scale", scale.reshape(1, -1))
@@ -53,7 +60,7 @@ class Int8TokenEmbedding(nn.Module):
     def __init__(self, embedding: TokenEmbedding):
         super().__init__()
         with torch.no_grad():
-            table, scale = quantize_rows(embedding.weight.float())
+            table, scale = quantize_weight(embedding.weight)
         self.register_buffer("table", table)
         self.register_buffer("token_scale", scale.reshape(1, -1))
 
@@ -78,7 +85,8 @@ def int8_supported(net: Whisper) -> str | None:
 
 def quantize_linears(net: Whisper) -> Whisper:
     """Replace every linear layer of `net` (encoder and decoder) with an `Int8Linear` and the token table
-    with an `Int8TokenEmbedding`, in place; the float32 weights they held are freed."""
+    with an `Int8TokenEmbedding`, in place. The float32 tensors left (norms, convolutions, positions) are
+    copied out of the checkpoint's memory map, so that the map, and the float32 weights in it, are freed."""
     problem = int8_supported(net)
     if problem:
         raise ValueError(problem)
@@ -87,4 +95,7 @@ def quantize_linears(net: Whisper) -> Whisper:
             if isinstance(child, Linear):
                 setattr(module, name, Int8Linear(child))
     net.decoder.token_embedding = Int8TokenEmbedding(net.decoder.token_embedding)
+    with torch.no_grad():
+        for tensor in [*net.parameters(), *net.buffers()]:
+            tensor.data = tensor.data.clone()
     return net
