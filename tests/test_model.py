@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whisper_core.model import linear
+from whisper_core.model import TokenEmbedding, linear
 
 
 @pytest.mark.parametrize("shape", [(1, 512), (5, 512), (2, 3, 512), (1500, 512)])
@@ -30,3 +30,14 @@ def test_linear_keeps_gradients():
     weight = torch.randn(4, 8)
     linear(x, weight).sum().backward()
     torch.testing.assert_close(x.grad, weight.sum(0).expand(2, 8))
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (2, 64), (5, 64), (3, 1, 64), (12, 64)])
+def test_vocabulary_projection_matches_torch(shape):
+    """Scores against the token table, by whichever kernel suits the row count, are hidden @ table.T."""
+    generator = torch.Generator().manual_seed(2)
+    table = TokenEmbedding(1000, 64, _weight=torch.randn(1000, 64, generator=generator))
+    hidden = torch.randn(shape, generator=generator)
+    with torch.inference_mode():
+        scores = table.project(hidden)
+    torch.testing.assert_close(scores, hidden @ table.weight.T, rtol=1e-5, atol=1e-5)

@@ -35,6 +35,12 @@ class TokenEmbedding(nn.Embedding):
     """The token table, tied to the output layer: `project` scores hidden states against every token."""
 
     def project(self, hidden: Tensor) -> Tensor:
+        rows = hidden.numel() // hidden.shape[-1]
+        if 2 <= rows <= 8 and hidden.device.type == "cpu":
+            # A few rows (two tasks, beams): MKL with the table as the left operand reads it fastest
+            # (2 rows: 3.2 ms against oneDNN's 5.9; 5 rows: 5.1 against 6.8, on 2 EPYC cores).
+            flat = hidden.reshape(rows, hidden.shape[-1])
+            return (self.weight @ flat.T).T.reshape(*hidden.shape[:-1], self.weight.shape[0])
         return linear(hidden, self.weight)
 
 
