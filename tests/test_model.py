@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whisper_core.model import TokenEmbedding, linear
+from whisper_core.model import ModelDimensions, TokenEmbedding, Whisper, linear
 
 
 @pytest.mark.parametrize("shape", [(1, 512), (5, 512), (2, 3, 512), (1500, 512)])
@@ -41,3 +41,10 @@ def test_vocabulary_projection_matches_torch(shape):
     with torch.inference_mode():
         scores = table.project(hidden)
     torch.testing.assert_close(scores, hidden @ table.weight.T, rtol=1e-5, atol=1e-5)
+
+
+def test_a_new_network_is_initialised():
+    """Random networks (tests, the GPU benchmark) get a real random token table, not uninitialised memory."""
+    dims = ModelDimensions(80, 1500, 64, 2, 1, 1000, 448, 64, 2, 1)
+    table = Whisper(dims).decoder.token_embedding.weight
+    assert torch.isfinite(table).all() and 0.5 < table.std() < 1.5

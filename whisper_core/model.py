@@ -225,9 +225,11 @@ class TextDecoder(nn.Module):
     def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
         self.n_head = n_head
-        # Weights always come from a checkpoint; `_weight` skips the random init, whose meta-device kernel
-        # would import sympy (70 MB of memory) when the model is built on the meta device.
+        # On the meta device (a checkpoint load) the random init is skipped: its meta kernel imports sympy,
+        # 70 MB of memory for nothing. Elsewhere (random networks for tests and benchmarks) it runs.
         self.token_embedding = TokenEmbedding(n_vocab, n_state, _weight=torch.empty(n_vocab, n_state))
+        if not self.token_embedding.weight.is_meta:
+            nn.init.normal_(self.token_embedding.weight)
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
         self.blocks = nn.ModuleList(DecoderBlock(n_state, n_head) for _ in range(n_layer))
         self.ln = nn.LayerNorm(n_state)
