@@ -10,7 +10,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .metrics import error_counts, error_rate
+from .metrics import error_counts, rate
 from .speech_model import load_model
 
 
@@ -19,7 +19,6 @@ def _reference(entry: dict, task: str) -> tuple[str | None, str]:
     if task == "transcribe":
         return entry["reference"], entry["language"]
     return entry.get("english"), "en"
-
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                     cells.append("—")
                     continue
                 edits, units = error_counts(reference, both[task]["text"], language)
-                score = error_rate(reference, both[task]["text"], language)
+                score = rate(edits, units)
                 cells.append(f"{100 * score:.1f}")
                 if entry["reference_kind"] == "human":
                     per_language[(entry["language"], task, vad)].append(score)
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             scores = [s for (_, t, v), group in per_language.items() if t == task and v == vad for s in group]
             cells.append(f"{100 * sum(scores) / len(scores):.1f}" if scores else "—")
     print("| mean of files | " + " | ".join(cells) + " |")
-    cells = [f"{100 * pooled[(task, vad)][0] / pooled[(task, vad)][1]:.1f}" if pooled[(task, vad)][1] else "—"
+    cells = [f"{100 * rate(*pooled[(task, vad)]):.1f}" if pooled[(task, vad)][1] else "—"
              for vad in (False, True) for task in ("transcribe", "translate")]
     print("| all words (pooled) | " + " | ".join(cells) + " |")
 

@@ -37,9 +37,13 @@ def error_counts(reference: str, hypothesis: str, language: str | None = None) -
     return _edit_distance(ref_units, hyp_units), len(ref_units)
 
 
-def error_rate(reference: str, hypothesis: str, language: str | None = None) -> float:
-    """WER, or CER for languages written without spaces; 0 when both are empty."""
-    edits, units = error_counts(reference, hypothesis, language)
+def rate(edits: int, units: int) -> float:
+    """Edits per reference unit; with an empty reference, 0 for an empty hypothesis and 1 otherwise."""
     if not units:
         return 0.0 if not edits else 1.0
     return edits / units
+
+
+def error_rate(reference: str, hypothesis: str, language: str | None = None) -> float:
+    """WER, or CER for languages written without spaces; 0 when both are empty."""
+    return rate(*error_counts(reference, hypothesis, language))

@@ -41,7 +41,7 @@ class Int8Linear(nn.Module):
         # [out, in], passed transposed: `torch._int_mm` is fastest with its second operand column-major.
         self.register_buffer("weight", weight)
         self.register_buffer("weight_scale", scale.reshape(1, -1))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -86,7 +86,8 @@ def int8_supported(net: Whisper) -> str | None:
 def quantize_linears(net: Whisper) -> Whisper:
     """Replace every linear layer of `net` (encoder and decoder) with an `Int8Linear` and the token table
     with an `Int8TokenEmbedding`, in place. The float32 tensors left (norms, convolutions, positions) are
-    copied out of the checkpoint's memory map, so that the map, and the float32 weights in it, are freed."""
+    copied out of the checkpoint's memory map (biases too), so that the map, and the float32 weights in
+    it, are freed; the new int8 tensors are not copied."""
     problem = int8_supported(net)
     if problem:
         raise ValueError(problem)
@@ -97,5 +98,6 @@ def quantize_linears(net: Whisper) -> Whisper:
     net.decoder.token_embedding = Int8TokenEmbedding(net.decoder.token_embedding)
     with torch.no_grad():
         for tensor in [*net.parameters(), *net.buffers()]:
-            tensor.data = tensor.data.clone()
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.clone()
     return net

@@ -33,7 +33,6 @@ class SpeechModel:
             quantize_linears(self.net)
         SpeechModel.loads += 1
         self.name = name or "base"
-        self.int8 = int8
 
     @property
     def device(self) -> torch.device:
