@@ -9,18 +9,22 @@ import torch.nn.functional as F
 from whisper_core.model import ModelDimensions, TokenEmbedding, Whisper, linear
 
 
-@pytest.mark.parametrize("shape", [(1, 512), (5, 512), (2, 3, 512), (1500, 512)])
+@pytest.mark.parametrize("shape", [(1, 512), (5, 512), (2, 3, 512), (8, 1, 512), (9, 512), (1500, 512)])
+@pytest.mark.parametrize("n_out", [384, 512, 1536])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_linear_matches_torch(shape, with_bias):
-    """The CPU fast path computes the same float32 product as `F.linear`, whatever the row count."""
+def test_linear_matches_torch(shape, n_out, with_bias):
+    """Each CPU path (weight on the left for a few rows against a tall weight, oneDNN otherwise) computes
+    the same float32 product as `F.linear`, and hands back a contiguous tensor: attention falls back to a
+    slower kernel on strided queries."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=generator)
-    weight = torch.randn(384, 512, generator=generator) / 512**0.5
-    bias = torch.randn(384, generator=generator) if with_bias else None
+    weight = torch.randn(n_out, 512, generator=generator) / 512**0.5
+    bias = torch.randn(n_out, generator=generator) if with_bias else None
     with torch.inference_mode():
         ours = linear(x, weight, bias)
     expected = F.linear(x, weight, bias)
     assert ours.shape == expected.shape
+    assert ours.is_contiguous()
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
 
