@@ -6,6 +6,7 @@ import torch
 from whisper_core.decoding import (
     DecodingOptions,
     _BeamGroup,
+    _CacheRows,
     _LogitRules,
     _rank,
     check_options,
@@ -14,6 +15,7 @@ from whisper_core.decoding import (
     suppressed_tokens,
 )
 from whisper_core.loading import bundled_base
+from whisper_core.model import DecoderState, LayerCache
 from whisper_core.tokenizer import build_tokenizer
 
 VOCAB = 51865
@@ -101,6 +103,32 @@ def test_ranking_and_beams():
     assert kept == [[5, 7], [5, 8]]  # duplicates merge; the ended candidate is set aside
     assert sources == [1, 1]  # identical beams: the later row is the source
     assert list(group.finished) == [(5, 0)]
+
+
+def test_cache_rows_follow_the_beams():
+    """However beams fork and die, each hypothesis's cache row holds its own history, and rows never
+    cross from one window to another (cross-attention folds a window's rows together)."""
+    generator = torch.Generator().manual_seed(3)
+    n_group, n_rows = 3, 6
+    cache = LayerCache(n_rows, 1, 1, 20, "cpu", torch.float32)
+    state = DecoderState([cache], [], torch.zeros(n_rows, dtype=torch.long))
+    rows = _CacheRows(n_rows, n_group, "cpu")
+    histories: list[list[float]] = [[] for _ in range(n_rows)]
+    copies = 0
+    for _ in range(15):
+        values = torch.randn(n_rows, generator=generator)
+        in_cache_order = rows.to_cache_order(values.view(n_rows, 1, 1, 1))
+        cache.append(in_cache_order, in_cache_order)
+        histories = [h + [v] for h, v in zip(histories, values.tolist(), strict=True)]
+        picks = torch.randint(n_group, (n_rows,), generator=generator).tolist()
+        parents = [r // n_group * n_group + pick for r, pick in enumerate(picks)]
+        copies += n_rows - len(set(parents))
+        rows.follow(parents, state)
+        histories = [histories[p] for p in parents]
+        for hypothesis, row in enumerate(rows.row_of):
+            assert row // n_group == hypothesis // n_group
+            assert cache.k[row, 0, : cache.length, 0].tolist() == pytest.approx(histories[hypothesis])
+    assert copies > 0
 
 
 def test_compression_ratio_flags_repetition():

@@ -252,6 +252,54 @@ class _BeamGroup:
                     break
 
 
+class _CacheRows:
+    """Beam search without moving the decoder's caches: hypothesis r lives in cache row `row_of[r]`.
+    When beams are re-ranked, each hypothesis that goes on keeps its parent's row, and only a parent
+    with several children has its row copied. (Moving every row after each re-ranking cost ~4 ms, on
+    297 of the 809 beam-search steps of the 4-minute benchmark file.)"""
+
+    def __init__(self, n_rows: int, n_group: int, device):
+        self.n_group = n_group
+        self.device = device
+        self.row_of = list(range(n_rows))
+        self._index: Tensor | None = None  # row_of as a tensor; None while it is the identity
+
+    def to_cache_order(self, x: Tensor) -> Tensor:
+        """Hypothesis-ordered rows -> cache-ordered rows."""
+        if self._index is None:
+            return x
+        out = torch.empty_like(x)
+        out[self._index] = x
+        return out
+
+    def from_cache_order(self, x: Tensor) -> Tensor:
+        return x if self._index is None else x[self._index]
+
+    def follow(self, parents: list[int], state: DecoderState) -> None:
+        """Hypothesis r now continues hypothesis parents[r] (of the same window)."""
+        if parents == list(range(len(parents))):
+            return
+        row_of = [-1] * len(parents)
+        taken: set[int] = set()
+        for child, parent in enumerate(parents):
+            if self.row_of[parent] not in taken:
+                row_of[child] = self.row_of[parent]
+                taken.add(row_of[child])
+        targets, sources = [], []
+        for child, parent in enumerate(parents):
+            if row_of[child] < 0:
+                first = child // self.n_group * self.n_group
+                row_of[child] = next(row for row in range(first, first + self.n_group) if row not in taken)
+                taken.add(row_of[child])
+                targets.append(row_of[child])
+                sources.append(self.row_of[parent])
+        if targets:
+            state.copy_rows(torch.tensor(targets, device=self.device), torch.tensor(sources, device=self.device))
+        self.row_of = row_of
+        identity = row_of == list(range(len(row_of)))
+        self._index = None if identity else torch.tensor(row_of, device=self.device)
+
+
 def _rank(candidates: list[list[int]], sum_logprobs: list[float], length_penalty: float | None) -> int:
     """The best candidate by log-probability over a length penalty."""
     def score(i: int) -> float:
@@ -317,15 +365,17 @@ def decode_batch(
     ended = torch.zeros(n_rows, dtype=torch.bool, device=device)
     beams = [_BeamGroup(n_group, opts.patience, eot) for _, opts, _ in requests] if beam else []
     active = [True] * len(requests)
+    cache_rows = _CacheRows(n_rows, n_group, device)
 
     for step in range(sample_len):
         if step > 0:
-            last = model.decoder(tokens[:, -1:], state)[:, -1]
+            hidden = model.decoder(cache_rows.to_cache_order(tokens[:, -1:]), state)
+            last = cache_rows.from_cache_order(hidden[:, -1])
         logits = model.decoder.logits(last).float()
         for g, rule in enumerate(rules):
             rule.apply(logits[g * n_group : (g + 1) * n_group], tokens[g * n_group : (g + 1) * n_group])
         if beam:
-            tokens = _beam_update(tokens, logits, sum_logprobs, beams, active, n_group, state)
+            tokens = _beam_update(tokens, logits, sum_logprobs, beams, active, n_group, cache_rows, state)
         else:
             tokens = _sample_update(tokens, logits, sum_logprobs, temperature, ended, eot)
             ended |= tokens[:, -1] == eot
@@ -392,6 +442,7 @@ def _beam_update(
     beams: list[_BeamGroup],
     active: list[bool],
     n_group: int,
+    cache_rows: _CacheRows,
     state: DecoderState,
 ) -> Tensor:
     """One beam-search step for every window; the decoder's caches follow the surviving beams."""
@@ -418,8 +469,7 @@ def _beam_update(
         sources += kept_sources
         if group.done:
             active[g] = False
-    if sources != list(range(len(sources))):  # often every beam keeps its row
-        state.reorder(torch.tensor(sources, device=tokens.device))
+    cache_rows.follow(sources, state)
     return torch.tensor(new_tokens, device=tokens.device)
 
 
