@@ -9,6 +9,7 @@ from whisper_core.decoding import (
     _CacheRows,
     _LogitRules,
     _rank,
+    _shared_windows,
     check_options,
     compression_ratio,
     initial_tokens,
@@ -129,6 +130,14 @@ def test_cache_rows_follow_the_beams():
             assert row // n_group == hypothesis // n_group
             assert cache.k[row, 0, : cache.length, 0].tolist() == pytest.approx(histories[hypothesis])
     assert copies > 0
+
+
+def test_windows_are_shared_only_when_cross_attention_can_fold_them():
+    assert _shared_windows([0, 0, 1, 1]) == [0, 1]  # two tasks at each of two windows
+    assert _shared_windows([3, 3]) == [3]
+    assert _shared_windows([0, 1, 2]) is None  # nothing to share
+    assert _shared_windows([0, 0, 1]) is None  # uneven: the fold needs as many rows per window
+    assert _shared_windows([0, 1, 0, 1]) is None  # a window's requests apart
 
 
 def test_compression_ratio_flags_repetition():

@@ -310,6 +310,17 @@ def _rank(candidates: list[list[int]], sum_logprobs: list[float], length_penalty
     return max(range(len(candidates)), key=score)
 
 
+def _shared_windows(indices: list[int]) -> list[int] | None:
+    """Each window once, when the requests of a window are consecutive and every window has as many
+    (the transcript and the translation of one window): cross-attention then folds them onto one copy
+    of the window's keys and values, projected once and read once a step. Else None."""
+    windows = list(dict.fromkeys(indices))
+    per_window = len(indices) // len(windows)
+    if per_window > 1 and indices == [w for w in windows for _ in range(per_window)]:
+        return windows
+    return None
+
+
 @torch.inference_mode()
 def decode_batch(
     model: Whisper,
@@ -345,7 +356,8 @@ def decode_batch(
     # cross-attention can fold them).
     prompt_tokens = torch.tensor([[tokenizer0.eot] * pad + p for p, pad in zip(prompts, pads, strict=True)],
                                  dtype=torch.long, device=device)
-    features = audio_features[[index for index, _, _ in requests]]
+    indices = [index for index, _, _ in requests]
+    features = audio_features[_shared_windows(indices) or indices]
     state = model.decoder.start(features, len(requests), torch.tensor(pads, device=device), width + sample_len)
     hidden = model.decoder(prompt_tokens, state)
     sot_positions = torch.tensor([pad + p.index(tokenizer0.sot) for p, pad in zip(prompts, pads, strict=True)],

@@ -420,9 +420,14 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
     batches: dict[tuple[float, int], list[tuple[Job, _Pending]]] = {}
     for job, p in pending:
         batches.setdefault((p.options.temperature, group_size(p.options)), []).append((job, p))
-    for members in batches.values():
-        features = torch.stack([job.audio.features[p.seek] for job, p in members])
-        requests = [(i, p.options, job.tokenizer) for i, (job, p) in enumerate(members)]
+    for batch in batches.values():
+        # The jobs at one window (the two tasks of an input) side by side, the window's features once.
+        by_window: dict[tuple[int, int], list[tuple[Job, _Pending]]] = {}
+        for job, p in batch:
+            by_window.setdefault((id(job.audio), p.seek), []).append((job, p))
+        members = [member for group in by_window.values() for member in group]
+        features = torch.stack([group[0][0].audio.features[group[0][1].seek] for group in by_window.values()])
+        requests = [(w, p.options, job.tokenizer) for w, group in enumerate(by_window.values()) for job, p in group]
         for (job, p), result in zip(members, decode_batch(net, features, requests), strict=True):
             job.accept(result, job.audio.features[p.seek] if job.aligner else None)
     for audio in {id(job.audio): job.audio for job in jobs}.values():
