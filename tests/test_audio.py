@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from whisper_core.audio import (
@@ -64,15 +65,17 @@ def test_sine_energy_lands_in_the_right_band():
     assert abs(centre - 1000) < 100
 
 
-def test_log_mel_in_pieces_equals_one_stft():
-    """The spectrum is taken a window at a time; over 75 s (three pieces, the last one partial) it must
-    equal one STFT over the whole signal, edges included."""
+@pytest.mark.parametrize("padding", [0, N_SAMPLES])
+def test_log_mel_in_pieces_equals_one_stft(padding):
+    """The spectrum is taken a window at a time from one padded, edge-reflected buffer; over 75 s
+    (three or four pieces, the last one partial) it must equal one STFT over the whole signal, both
+    edges included, whether the reflected tail is speech or appended silence."""
     generator = torch.Generator().manual_seed(0)
     audio = torch.randn(75 * SAMPLE_RATE + 123, generator=generator) * torch.linspace(0.01, 1.0, 75 * SAMPLE_RATE + 123)
-    padded = torch.nn.functional.pad(audio, (0, N_SAMPLES))
+    padded = torch.nn.functional.pad(audio, (0, padding))
     stft = torch.stft(padded, 400, 160, window=torch.hann_window(400), return_complex=True)
     whole = torch.clamp(mel_filters("cpu", 80) @ stft[..., :-1].abs() ** 2, min=1e-10).log10()
     whole = (torch.maximum(whole, whole.max() - 8.0) + 4.0) / 4.0
-    ours = log_mel_spectrogram(audio, padding=N_SAMPLES)
-    assert ours.shape == whole.shape == (80, (75 * SAMPLE_RATE + 123 + N_SAMPLES) // 160)
+    ours = log_mel_spectrogram(audio, padding=padding)
+    assert ours.shape == whole.shape == (80, (75 * SAMPLE_RATE + 123 + padding) // 160)
     torch.testing.assert_close(ours, whole, rtol=0, atol=1e-5)

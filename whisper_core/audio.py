@@ -43,7 +43,9 @@ def load_audio(path: str, sr: int = SAMPLE_RATE) -> np.ndarray:
         )
     except ffmpeg.Error as e:
         raise RuntimeError(f"Failed to load audio: {e.stderr.decode(errors='replace').strip()}") from e
-    return np.frombuffer(out, np.int16).flatten().astype(np.float32) / 32768.0
+    samples = np.frombuffer(out, np.int16).astype(np.float32)
+    samples /= 32768.0  # in place: an hour of audio is 230 MB of float32
+    return samples
 
 
 def pad_or_trim(array: torch.Tensor | np.ndarray, length: int = N_SAMPLES, *, axis: int = -1):
@@ -129,11 +131,15 @@ def log_mel_spectrogram(
         audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     if device is not None:
         audio = audio.to(device)
-    if padding > 0:
-        audio = F.pad(audio, (0, padding))
-    n_frames = audio.shape[-1] // HOP_LENGTH  # Whisper drops the STFT's last frame
-    # torch.stft's centring, done once: reflect half a frame at both ends.
-    signal = F.pad(audio[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[0, 0]
+    length = audio.shape[-1] + padding
+    n_frames = length // HOP_LENGTH  # Whisper drops the STFT's last frame
+    # The padded signal with torch.stft's centring (half a frame reflected at both ends), built in one
+    # buffer rather than a copy per step.
+    half = N_FFT // 2
+    signal = audio.new_zeros(length + 2 * half)
+    signal[half : half + audio.shape[-1]] = audio
+    signal[:half] = signal[half + 1 : 2 * half + 1].flip(0)
+    signal[half + length :] = signal[length - 1 : length - 1 + half].flip(0)
     window = torch.hann_window(N_FFT, device=audio.device)
     filters = mel_filters(audio.device, n_mels)
     log_spec = torch.empty(n_mels, n_frames, device=audio.device)
@@ -142,5 +148,6 @@ def log_mel_spectrogram(
         piece = signal[start * HOP_LENGTH : (stop - 1) * HOP_LENGTH + N_FFT]
         stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
         log_spec[:, start:stop] = torch.clamp(filters @ stft.abs() ** 2, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return (log_spec + 4.0) / 4.0
+    del signal
+    # In place: each step on an hour's log-mel would hold another 115 MB.
+    return log_spec.clamp_(min=float(log_spec.max()) - 8.0).add_(4.0).div_(4.0)
