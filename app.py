@@ -64,7 +64,7 @@ log = logging.getLogger("app")
 service = get_service()  # loads the model and warms it up: once, at start, for every user
 ON_GPU = service.model.device.type == "cuda"
 CAN_TRANSLATE = service.model.can_translate  # False for English-only and transcription-only (turbo) models
-DEFAULT_BEAM = 5 if ON_GPU else 1  # greedy on a CPU: beams of 5 take about half as long again
+DEFAULT_BEAM = 5 if ON_GPU else 1  # greedy on a CPU: beams of 5 take about 1.7 times as long
 DEFAULT_FALLBACK = ON_GPU  # re-decoding doubtful windows by sampling can triple the time on a CPU
 log.info("model %s on %s ready; %d model load(s) in this process", service.model.name, service.model.device,
          SpeechModel.loads)
