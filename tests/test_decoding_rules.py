@@ -29,7 +29,7 @@ def tok():
 
 
 def _apply(tok, sampled: list[int], begin: int = 3, **opts) -> torch.Tensor:
-    rules = _LogitRules(DecodingOptions(language="en", **opts), tok, begin, VOCAB, "cpu")
+    rules = _LogitRules(DecodingOptions(language="en", **opts), tok, begin, "cpu")
     tokens = torch.tensor([[*tok.sot_sequence, *sampled]])
     logits = torch.zeros(1, VOCAB)
     logits[0, tok.timestamp_begin :] = -20.0  # text likelier, so the forced-timestamp rule stays out
@@ -62,7 +62,7 @@ def test_timestamps_never_go_back(tok):
 
 
 def test_timestamp_forced_when_likelier_than_any_text(tok):
-    rules = _LogitRules(DecodingOptions(language="en"), tok, 3, VOCAB, "cpu")
+    rules = _LogitRules(DecodingOptions(language="en"), tok, 3, "cpu")
     tokens = torch.tensor([[*tok.sot_sequence, tok.timestamp_begin, 400]])
     logits = torch.full((1, VOCAB), -10.0)
     logits[0, 401] = 0.0

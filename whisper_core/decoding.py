@@ -137,16 +137,15 @@ class _LogitRules:
     (timestamps in pairs, never going back, the first one early, a timestamp when they are likelier
     together than any single text token)."""
 
-    def __init__(self, options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int, vocab: int, device):
+    def __init__(self, options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int, device):
         self.tokenizer = tokenizer
         self.sample_begin = sample_begin
         self.timestamps = not options.without_timestamps
         self.blank = tokenizer.encode(" ") + [tokenizer.eot] if options.suppress_blank else []
-        suppress = torch.zeros(vocab, dtype=torch.bool, device=device)
-        suppress[suppressed_tokens(options, tokenizer)] = True
+        suppress = suppressed_tokens(options, tokenizer)
         if self.timestamps:
-            suppress[tokenizer.no_timestamps] = True
-        self.suppress = suppress
+            suppress = sorted({*suppress, tokenizer.no_timestamps})
+        self.suppress = torch.tensor(suppress, dtype=torch.long, device=device)  # filled by index: 90 of 51865
         self.max_initial = None
         if self.timestamps and options.max_initial_timestamp is not None:
             self.max_initial = round(options.max_initial_timestamp / TIMESTAMP_PRECISION)
@@ -156,7 +155,7 @@ class _LogitRules:
         first = tokens.shape[1] == self.sample_begin
         if first and self.blank:
             logits[:, self.blank] = -torch.inf
-        logits.masked_fill_(self.suppress, -torch.inf)
+        logits.index_fill_(1, self.suppress, -torch.inf)
         if self.timestamps:
             self._timestamp_rules(logits, tokens, first)
 
@@ -171,8 +170,8 @@ class _LogitRules:
             penultimate_ts = is_ts[:, -2] if n >= 2 else torch.ones_like(last_ts)
             # After a pair (or a lone opening timestamp) text must come; after text and a timestamp,
             # only another timestamp or the end.
-            logits[last_ts & penultimate_ts, ts_begin:] = -torch.inf
-            logits[last_ts & ~penultimate_ts, :eot] = -torch.inf
+            logits[:, ts_begin:].masked_fill_((last_ts & penultimate_ts)[:, None], -torch.inf)
+            logits[:, :eot].masked_fill_((last_ts & ~penultimate_ts)[:, None], -torch.inf)
             # Timestamps never decrease, and a segment has a nonzero length.
             last_value = torch.where(is_ts, sampled - ts_begin, -1).max(dim=1).values
             floor = torch.where(last_ts & ~penultimate_ts, last_value, last_value + 1)
@@ -186,7 +185,7 @@ class _LogitRules:
         logprobs = F.log_softmax(logits.float(), dim=-1)
         timestamp_logprob = logprobs[:, ts_begin:].logsumexp(dim=-1)
         text_logprob = logprobs[:, :ts_begin].max(dim=-1).values
-        logits[timestamp_logprob > text_logprob, :ts_begin] = -torch.inf
+        logits[:, :ts_begin].masked_fill_((timestamp_logprob > text_logprob)[:, None], -torch.inf)
 
 
 @dataclass
@@ -348,9 +347,7 @@ def decode_batch(
     pads = [width - len(p) for p in prompts]
     tokenizer0 = requests[0][2]
     sample_len = options0.sample_len or n_ctx // 2
-    rules = [
-        _LogitRules(opts, tok, width, model.dims.n_vocab, device) for _, opts, tok in requests
-    ]
+    rules = [_LogitRules(opts, tok, width, device) for _, opts, tok in requests]
     # The prompt is the same for every beam or sample of a window: it runs once per request, and each
     # request's caches are then copied to its n_group rows (consecutive, so that the decoder's
     # cross-attention can fold them).
