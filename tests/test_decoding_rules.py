@@ -9,6 +9,7 @@ from whisper_core.decoding import (
     _CacheRows,
     _LogitRules,
     _rank,
+    _rule_spans,
     _shared_windows,
     check_options,
     compression_ratio,
@@ -143,3 +144,29 @@ def test_windows_are_shared_only_when_cross_attention_can_fold_them():
 def test_compression_ratio_flags_repetition():
     assert compression_ratio("the cat " * 40) > 2.4
     assert compression_ratio("And so my fellow Americans, ask not what your country can do.") < 2.4
+
+
+def test_requests_with_the_same_rules_are_masked_in_one_pass(tok):
+    """The transcript and the translation of two windows: one span, masked as each alone would be; a
+    request with other rules gets a span of its own."""
+    ts = tok.timestamp_begin
+    translate = tok.with_task("en", "translate")
+    begin = len(tok.sot_sequence)
+    rules = [_LogitRules(DecodingOptions(language="en", task=task), t, begin, "cpu")
+             for task, t in [("transcribe", tok), ("translate", translate)] * 2]
+    histories = [[ts, 400, ts + 10], [ts, 400, 401], [ts, 400, ts + 10, ts + 10], [ts + 3, 500]]
+    tokens = torch.tensor([[*tok.sot_sequence, *h, *[401] * (4 - len(h))][: begin + 4] for h in histories])
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, VOCAB, generator=generator)
+    spans = _rule_spans(rules, n_group=1)
+    assert [(rows.start, rows.stop) for rows, _ in spans] == [(0, 4)]
+    together = logits.clone()
+    for rows, rule in spans:
+        rule.apply(together[rows], tokens[rows])
+    for r, rule in enumerate(rules):
+        alone = logits[r : r + 1].clone()
+        rule.apply(alone, tokens[r : r + 1])
+        assert torch.equal(together[r], alone[0])
+    other = _LogitRules(DecodingOptions(language="en", without_timestamps=True), tok, begin, "cpu")
+    spans = _rule_spans([rules[0], rules[1], other, rules[2]], n_group=2)
+    assert [(rows.start, rows.stop) for rows, _ in spans] == [(0, 4), (4, 6), (6, 8)]
