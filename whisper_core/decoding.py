@@ -370,7 +370,7 @@ def decode_batch(
     no_speech_probs = at_sot.float().softmax(dim=-1)[:, tokenizer0.no_speech].tolist()
     last = hidden[:, -1]
     if n_group > 1:
-        state.repeat_rows(n_group)
+        state.share_prompt(n_group)
         last = last.repeat_interleave(n_group, dim=0)
     tokens = prompt_tokens.repeat_interleave(n_group, dim=0)
     pad = state.pad
