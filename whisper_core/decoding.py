@@ -355,9 +355,9 @@ def decode_batch(
     tokenizer0 = requests[0][2]
     sample_len = options0.sample_len or n_ctx // 2
     rule_spans = _rule_spans([_LogitRules(opts, tok, width, device) for _, opts, tok in requests], n_group)
-    # The prompt is the same for every beam or sample of a window: it runs once per request, and each
-    # request's caches are then copied to its n_group rows (consecutive, so that the decoder's
-    # cross-attention can fold them).
+    # The prompt is the same for every beam or sample of a window: it runs once per request, and its
+    # keys and values are then shared by the request's n_group rows (consecutive, so that the decoder's
+    # attention can fold them).
     prompt_tokens = torch.tensor([[tokenizer0.eot] * pad + p for p, pad in zip(prompts, pads, strict=True)],
                                  dtype=torch.long, device=device)
     indices = [index for index, _, _ in requests]

@@ -195,9 +195,9 @@ class SharedPrompt:
         self.keys_t = keys.transpose(-1, -2).contiguous()  # [prompts, head, head_dim, length]
         self.values = values.contiguous()  # [prompts, head, length, head_dim]
         self.group = group
-        positions = torch.arange(keys.shape[2], device=keys.device)
         self.mask = None  # additive, [prompts, 1, 1, length]: blind to each prompt's left padding
         if bool(pad.any()):
+            positions = torch.arange(keys.shape[2], device=keys.device)
             mask = torch.zeros(len(pad), 1, 1, keys.shape[2], dtype=keys.dtype, device=keys.device)
             self.mask = mask.masked_fill_((positions[None, :] < pad[:, None])[:, None, None], float("-inf"))
 
@@ -267,11 +267,15 @@ class DecoderState:
         self.cross_kv = cross_kv
         self.pad = pad  # [batch] number of left-padding positions per row
         self.padded = bool(pad.any())
-        self.shares_prompt = False  # the padding is then masked inside each layer's SharedPrompt
 
     @property
     def length(self) -> int:
         return self.caches[0].length
+
+    @property
+    def shares_prompt(self) -> bool:
+        """Rows continue shared prompts, whose padding each layer's SharedPrompt masks."""
+        return self.caches[0].prompt is not None
 
     def copy_rows(self, targets: Tensor, sources: Tensor) -> None:
         """Rows of one window trade histories (beam search); their padding is the same, so it stays."""
@@ -284,7 +288,6 @@ class DecoderState:
         for cache in self.caches:
             cache.share_prompt(times, self.pad)
         self.pad = self.pad.repeat_interleave(times)
-        self.shares_prompt = True
 
 
 class TextDecoder(nn.Module):
