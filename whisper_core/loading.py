@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
-from . import hf_checkpoint, openai_checkpoint
+from . import half_weights, hf_checkpoint, openai_checkpoint
 from .ct2 import CheckpointError, read_model_dir
 from .model import ModelDimensions, Whisper
+from .quantize import quantize_linears
 from .tokenizer import MULTILINGUAL_N_VOCAB, Tokenizer, build_tokenizer, english_tokenizer
 
 DEFAULT_MODEL = "base"
-_CACHE_FORMAT = 2  # bump when the converted layout changes
+_CACHE_FORMAT = 3  # bump when the converted layout changes
 
 
 def cache_dir() -> Path:
@@ -50,9 +51,9 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, ModelDimensions, dict]:
-    """Convert a CTranslate2 checkpoint once; later starts memory-map the converted file. It is kept in
-    float32, the CPU's type, so that a CPU load maps the weights in place: no second copy at start, and
-    processes on one machine share the pages."""
+    """Convert a CTranslate2 checkpoint once; later starts read the converted file (a tenth of a second
+    for base). It keeps the checkpoint's precision (float16 for the published models): the CPU computes
+    in float32 on those values without widening them in memory (see `half_weights`)."""
     files = parts or [model_dir / "model.bin"]
     for f in files:
         if not f.is_file():
@@ -61,7 +62,7 @@ def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, M
     target = cache_dir() / f"ct2-{_fingerprint(files)}.pt"
     if target.is_file():
         try:
-            saved = torch.load(target, mmap=True, weights_only=True)
+            saved = torch.load(target, weights_only=True)
             return saved["state_dict"], ModelDimensions(**saved["dims"]), saved["config"]
         except Exception:  # a damaged cache file is rebuilt below
             target.unlink(missing_ok=True)
@@ -69,8 +70,7 @@ def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, M
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.tmp")
-        stored = {name: t.float() if t.is_floating_point() else t for name, t in state_dict.items()}
-        torch.save({"state_dict": stored, "dims": asdict(dims), "config": config}, partial)
+        torch.save({"state_dict": state_dict, "dims": asdict(dims), "config": config}, partial)
         partial.replace(target)
     except OSError:
         pass  # a read-only cache only costs the conversion at each start
@@ -155,19 +155,34 @@ def translation_unavailable(dims: ModelDimensions) -> str | None:
 
 
 def load_network(
-    name_or_path: str | None = None, device: str | None = None, download_root: str | Path | None = None
+    name_or_path: str | None = None, device: str | None = None, download_root: str | Path | None = None,
+    *, int8: bool = False,
 ) -> tuple[Whisper, Tokenizer, dict]:
-    """The network on `device` (fp16 on CUDA, fp32 on CPU), its tokenizer and its config."""
-    state_dict, dims, config, tokenizer_dir = load_checkpoint(name_or_path, download_root)
+    """The network on `device`, its tokenizer and its config. On CUDA it runs in float16. On the CPU it
+    computes in float32: the linear layers keep float16 weights packed for FBGEMM where the checkpoint's
+    values are float16 (`half_weights`), else float32 ones; `int8=True` quantizes them instead
+    (`quantize`)."""
     device = device or default_device()
-    dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+    on_cuda = str(device).startswith("cuda")
+    if int8 and on_cuda:
+        raise ValueError("the int8 mode is for the CPU; on a GPU the model runs in float16")
+    state_dict, dims, config, tokenizer_dir = load_checkpoint(name_or_path, download_root)
     with torch.device("meta"):
         net = Whisper(dims)
     try:
-        net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
+        # On the CPU the checkpoint's own precision for now: weights are packed or widened below.
+        net.load_state_dict({k: v.to(device=device, dtype=torch.float16 if on_cuda else v.dtype)
+                             for k, v in state_dict.items()}, assign=True)
     except RuntimeError as e:
         detail = " ".join(str(e).split())
         raise CheckpointError(f"the weights do not fit a Whisper model of their stated size: {detail[:300]}") from e
+    del state_dict  # what is packed below is then freed as it goes
+    if not on_cuda:
+        if int8:
+            quantize_linears(net)
+        elif half_weights.available():
+            half_weights.pack_half_weights(net)
+        net.float()
     net.eval()
     tokenizer = _tokenizer(tokenizer_dir, dims.n_vocab)
     if config.get("lang_ids") is not None and len(config["lang_ids"]) != len(tokenizer.languages):

@@ -74,30 +74,12 @@ class Int8TokenEmbedding(nn.Module):
         return scores.reshape(*shape[:-1], -1)
 
 
-def int8_supported(net: Whisper) -> str | None:
-    """Why the int8 mode cannot be used for `net`, or None when it can."""
-    if net.device.type != "cpu":
-        return "the int8 mode is for the CPU; on a GPU the model runs in float16"
-    if net.dtype != torch.float32:
-        return "the int8 mode starts from float32 weights"
-    return None
-
-
 def quantize_linears(net: Whisper) -> Whisper:
-    """Replace every linear layer of `net` (encoder and decoder) with an `Int8Linear` and the token table
-    with an `Int8TokenEmbedding`, in place. The float32 tensors left (norms, convolutions, positions) are
-    copied out of the checkpoint's memory map (biases too), so that the map, and the float32 weights in
-    it, are freed; the new int8 tensors are not copied."""
-    problem = int8_supported(net)
-    if problem:
-        raise ValueError(problem)
+    """Replace every linear layer of `net` (encoder and decoder, on the CPU) with an `Int8Linear` and the
+    token table with an `Int8TokenEmbedding`, in place. The caller turns what is left to float32."""
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, Linear):
                 setattr(module, name, Int8Linear(child))
     net.decoder.token_embedding = Int8TokenEmbedding(net.decoder.token_embedding)
-    with torch.no_grad():
-        for tensor in [*net.parameters(), *net.buffers()]:
-            if tensor.is_floating_point():
-                tensor.data = tensor.data.clone()
     return net

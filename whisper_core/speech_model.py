@@ -12,7 +12,6 @@ from . import transcribe as longform
 from .audio import load_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .loading import load_network, translation_unavailable
-from .quantize import quantize_linears
 from .timing import add_word_timestamps
 from .transcribe import Audio, Job, ProgressCallback, make_options
 
@@ -28,9 +27,7 @@ class SpeechModel:
         self, name: str | None = None, device: str | None = None, download_root: str | Path | None = None,
         *, int8: bool = False,
     ):
-        self.net, self.tokenizer, self.config = load_network(name, device, download_root)
-        if int8:
-            quantize_linears(self.net)
+        self.net, self.tokenizer, self.config = load_network(name, device, download_root, int8=int8)
         SpeechModel.loads += 1
         self.name = name or "base"
 
