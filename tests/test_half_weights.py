@@ -1,5 +1,5 @@
 """Float16 weights with float32 arithmetic on the CPU: exact on float16 values, float32 kept elsewhere,
-and the loaded base runs every linear layer and its vocabulary projection that way."""
+and the loaded base runs its decoder and vocabulary projection that way."""
 
 from __future__ import annotations
 
@@ -83,8 +83,9 @@ def test_packed_network_gives_the_float32_network_logits():
     packed.decoder.blocks[1].mlp[2].weight.data += 1e-7  # not float16 any more: stays float32
     reference.decoder.blocks[1].mlp[2].weight.data += 1e-7
     half_weights.pack_half_weights(packed)
-    linears = [m for m in packed.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in packed.decoder.modules() if isinstance(m, nn.Linear)]
     assert linears == [packed.decoder.blocks[1].mlp[2]]
+    assert not any(isinstance(m, half_weights.HalfLinear) for m in packed.encoder.modules())
     assert isinstance(packed.decoder.token_embedding, half_weights.HalfTokenEmbedding)
     mel = torch.randn(1, 80, 2 * TINY.n_audio_ctx)
     tokens = torch.tensor([[1, 5, 9, 250]])
@@ -97,9 +98,10 @@ def test_packed_network_gives_the_float32_network_logits():
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-4)
 
 
-def test_the_loaded_base_runs_on_packed_float16(model):
+def test_the_loaded_base_decodes_on_packed_float16(model):
     net = model.net
-    assert not any(isinstance(m, nn.Linear) for m in net.modules())
+    assert not any(isinstance(m, nn.Linear) for m in net.decoder.modules())
+    assert not any(isinstance(m, half_weights.HalfLinear) for m in net.encoder.modules())
     assert isinstance(net.decoder.token_embedding, half_weights.HalfTokenEmbedding)
     assert net.dtype == torch.float32
     assert all(t.dtype == torch.float32 for t in [*net.parameters(), *net.buffers()] if t.is_floating_point())

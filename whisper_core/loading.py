@@ -159,9 +159,9 @@ def load_network(
     *, int8: bool = False,
 ) -> tuple[Whisper, Tokenizer, dict]:
     """The network on `device`, its tokenizer and its config. On CUDA it runs in float16. On the CPU it
-    computes in float32: the linear layers keep float16 weights packed for FBGEMM where the checkpoint's
-    values are float16 (`half_weights`), else float32 ones; `int8=True` quantizes them instead
-    (`quantize`)."""
+    computes in float32: the decoder's linear layers keep float16 weights packed for FBGEMM where the
+    checkpoint's values are float16 (`half_weights`), the rest is widened to float32; `int8=True`
+    quantizes every linear layer instead (`quantize`)."""
     device = device or default_device()
     on_cuda = str(device).startswith("cuda")
     if int8 and on_cuda:
