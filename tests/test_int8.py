@@ -68,3 +68,12 @@ def test_int8_transcribes_like_float32(model, int8_model, shared):
         for task in ("transcribe", "translate"):
             lang = language if task == "transcribe" else "en"
             assert error_rate(expected[task]["text"], ours[task]["text"], lang) <= 0.1, (name, task)
+
+
+def test_int8_warns_where_the_cpu_lacks_vnni(monkeypatch):
+    """torch's int8 product runs plain loops without AVX-512 VNNI: the user is told to leave it off."""
+    from whisper_core import loading
+
+    monkeypatch.setattr(loading, "fast_on_this_cpu", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no AVX-512 VNNI"):
+        load_network(int8=True)
