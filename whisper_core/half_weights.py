@@ -52,7 +52,6 @@ class HalfLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.out_features = linear.out_features
         self.packed = _pack(linear.weight, linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:

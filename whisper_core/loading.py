@@ -52,8 +52,8 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, ModelDimensions, dict]:
-    """Convert a CTranslate2 checkpoint once; later starts read the converted file (a tenth of a second
-    for base). It keeps the checkpoint's precision (float16 for the published models): the CPU computes
+    """Convert a CTranslate2 checkpoint once; later starts read the converted file (a tenth to a third
+    of a second for base). It keeps the checkpoint's precision (float16 for the published models): the CPU computes
     in float32 on those values without widening them in memory (see `half_weights`)."""
     files = parts or [model_dir / "model.bin"]
     for f in files:
