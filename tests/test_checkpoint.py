@@ -5,7 +5,8 @@ import shutil
 import pytest
 import torch
 
-from whisper_core.ct2 import CheckpointError, read_model_bin, read_model_dir
+from whisper_core.ct2 import read_model_bin, read_model_dir
+from whisper_core.errors import CheckpointError
 from whisper_core.loading import bundled_base, load_checkpoint
 from whisper_core.model import ModelDimensions
 

@@ -16,8 +16,8 @@ from whisper_core.decoding import (
     initial_tokens,
     suppressed_tokens,
 )
+from whisper_core.kv_cache import DecoderState, LayerCache
 from whisper_core.loading import bundled_base
-from whisper_core.model import DecoderState, LayerCache
 from whisper_core.tokenizer import build_tokenizer
 
 VOCAB = 51865

@@ -10,7 +10,7 @@ import torch
 from loading_export import CheckpointServer, save_openai_checkpoint
 
 from whisper_core import load_model, openai_checkpoint
-from whisper_core.ct2 import CheckpointError
+from whisper_core.errors import CheckpointError
 from whisper_core.loading import bundled_base, load_checkpoint
 
 FAKE_NAME = "tiny"  # the published name the test's checkpoint is served as

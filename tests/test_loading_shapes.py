@@ -12,7 +12,8 @@ import torch
 from loading_export import random_state_dict, save_openai_checkpoint, write_model_bin
 
 from whisper_core import load_model
-from whisper_core.ct2 import CheckpointError, read_model_bin
+from whisper_core.ct2 import read_model_bin
+from whisper_core.errors import CheckpointError
 from whisper_core.loading import load_checkpoint
 from whisper_core.model import ModelDimensions
 

@@ -15,7 +15,7 @@ import torch
 from loading_export import random_state_dict, transformers_model
 
 from whisper_core import load_model
-from whisper_core.ct2 import CheckpointError
+from whisper_core.errors import CheckpointError
 from whisper_core.loading import bundled_base, load_checkpoint, load_network
 from whisper_core.model import ModelDimensions
 
@@ -121,7 +121,7 @@ def refuse(*args, **kwargs):
     raise AssertionError(f"network use: {args!r}")
 socket.socket.connect = refuse
 socket.getaddrinfo = refuse
-from whisper_core.ct2 import CheckpointError
+from whisper_core.errors import CheckpointError
 from whisper_core.loading import load_network
 try:
     net, tokenizer, config = load_network(sys.argv[1], "cpu")

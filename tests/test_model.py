@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whisper_core.model import ModelDimensions, TokenEmbedding, Whisper, linear
+from whisper_core.kernels import linear
+from whisper_core.model import ModelDimensions, TokenEmbedding, Whisper
 
 
 @pytest.mark.parametrize("shape", [(1, 512), (5, 512), (2, 3, 512), (8, 1, 512), (9, 512), (1500, 512)])

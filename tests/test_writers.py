@@ -8,6 +8,7 @@ import pytest
 from whisper_core.writers import (
     SubtitleLayout,
     align_by_time,
+    clock,
     format_timestamp,
     subtitle_cues,
     to_bilingual,
@@ -29,6 +30,11 @@ RESULT = {
     "segments": [_seg(0.0, 1.5, " Bonjour."), _seg(1.5, 1.5, ""), _seg(2.0, 3661.25, " Ça va ?")],
     "language": "fr",
 }
+
+
+def test_lengths_are_written_as_clock_times():
+    """Whole seconds, cut: the page's positions and the media limits' messages read alike."""
+    assert [clock(s) for s in (0, 7.9, 65, 65.4, 3600, 8045)] == ["0:00", "0:07", "1:05", "1:05", "1:00:00", "2:14:05"]
 
 
 def test_timestamps():

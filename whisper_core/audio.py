@@ -19,6 +19,7 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a window
 N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # the encoder's second conv halves the frame rate
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 10 ms per frame
 TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 20 ms per audio token
+TIMESTAMP_STEP = N_SAMPLES_PER_TOKEN / SAMPLE_RATE  # 0.02 s: one audio token, so one timestamp token
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CheckpointError
 from .model import ModelDimensions
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: None}  # 5 = bfloat16
-
-
-class CheckpointError(Exception):
-    """A model file that is missing, truncated or of another kind; the message says what to do."""
 
 
 def _read_string(buf: memoryview, pos: int) -> tuple[str, int]:

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .ct2 import CheckpointError
+from .errors import CheckpointError
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .ct2 import CheckpointError
+from .errors import CheckpointError
 from .model import ModelDimensions
 from .openai_checkpoint import fuse_attention
 

@@ -1,9 +1,8 @@
 """The optional int8 mode for the CPU: every linear layer's weights in int8 with a scale per output
 channel, activations quantized per row as they arrive, products summed in int32 (`torch._int_mm`,
 which uses the CPU's VNNI instructions). It reads a quarter of the bytes the float32 decoder reads per
-token and runs the encoder's matrix products about three times faster. The token table, which is
-also the vocabulary projection, is stored once in int8. Attention, convolutions and layer norms stay
-in float32."""
+token and runs the encoder's matrix products faster. The token table, which is also the vocabulary
+projection, is stored once in int8. Attention, convolutions and layer norms stay in float32."""
 
 from __future__ import annotations
 
@@ -76,8 +75,7 @@ class Int8TokenEmbedding(nn.Module):
 
 def fast_on_this_cpu() -> bool:
     """Whether torch's int8 product (`torch._int_mm`) has a fast kernel here: it needs AVX-512 VNNI (or
-    AMX). Elsewhere it runs plain loops at ~3 billion operations a second: on a 2-core Zen 3 EPYC (AVX2)
-    greedy on the 4-minute benchmark file took 223 s in int8 against 25 s by default."""
+    AMX). Elsewhere (AVX2 only) it runs plain loops, and int8 decoding is far slower than the default."""
     capabilities = torch.cpu.get_capabilities()
     return bool(capabilities.get("avx512_vnni") or capabilities.get("amx_int8"))
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import tiktoken
 
+from .audio import TIMESTAMP_STEP
+
 # Language codes and English names. The order of the language tokens comes from each checkpoint.
 LANGUAGES = {
     "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
@@ -43,7 +45,6 @@ TO_LANGUAGE_CODE = {
 # GPT-2's split of text into pre-tokens, which Whisper's vocabulary was trained with.
 _PRETOKENIZE = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
-TIMESTAMP_STEP = 0.02
 N_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|>
 
 

@@ -1,12 +1,14 @@
-"""Subtitle and text writers for results, and the time alignment of a translation to its transcript."""
+"""Subtitle and text writers for results, how times are written, and the time alignment of a translation
+to its transcript."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 
@@ -23,13 +25,17 @@ def format_timestamp(seconds: float, *, always_include_hours: bool = False, deci
     return f"{head}{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
 
 
-def _cues(segments: list[dict]) -> list[dict]:
+def clock(seconds: float) -> str:
+    """0:07 for 7.9 s, 2:14:05 for 8045 s: how people read lengths and positions. Seconds are cut, not
+    rounded, as a player's clock shows them."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def text_segments(segments: Sequence[dict]) -> list[dict]:
     """Segments that carry text (the engine keeps empty ones, for parity with the reference)."""
     return [s for s in segments if s["text"].strip()]
-
-
-def to_txt(result: dict) -> str:
-    return "".join(f"{s['text'].strip()}\n" for s in _cues(result["segments"]))
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,13 @@ class SubtitleLayout:
     @property
     def uses_words(self) -> bool:
         return any((self.max_line_width, self.max_line_count, self.max_words_per_line, self.highlight_words))
+
+
+class Renderer(Protocol):
+    """A result as the text of one file format. Every renderer takes a layout, so that all are called
+    alike; only srt and vtt cut their cues by it."""
+
+    def __call__(self, result: dict, layout: SubtitleLayout | None = None) -> str: ...
 
 
 LONG_PAUSE_S = 3.0  # a pause this long starts a new cue when cues may span segments
@@ -91,7 +104,7 @@ def _word_cues(segments: list[dict], layout: SubtitleLayout) -> list[list[dict]]
 def subtitle_cues(result: dict, layout: SubtitleLayout | None = None) -> list[tuple[float, float, str]]:
     """(start, end, text) of every cue, laid out from the words when the layout asks for it."""
     layout = layout or SubtitleLayout()
-    segments = _cues(result["segments"])
+    segments = text_segments(result["segments"])
     if not layout.uses_words or not any(s.get("words") for s in segments):
         return [(s["start"], s["end"], s["text"].strip().replace("-->", "->")) for s in segments]
     out = []
@@ -112,6 +125,10 @@ def subtitle_cues(result: dict, layout: SubtitleLayout | None = None) -> list[tu
     return out
 
 
+def to_txt(result: dict, layout: SubtitleLayout | None = None) -> str:
+    return "".join(f"{s['text'].strip()}\n" for s in text_segments(result["segments"]))
+
+
 def to_srt(result: dict, layout: SubtitleLayout | None = None) -> str:
     blocks = []
     for i, (start, end, text) in enumerate(subtitle_cues(result, layout), start=1):
@@ -128,20 +145,20 @@ def to_vtt(result: dict, layout: SubtitleLayout | None = None) -> str:
     return "\n".join(blocks)
 
 
-def to_tsv(result: dict) -> str:
+def to_tsv(result: dict, layout: SubtitleLayout | None = None) -> str:
     """Start and end in integer milliseconds, as spreadsheet tools read them best."""
     rows = ["start\tend\ttext"]
-    for s in _cues(result["segments"]):
+    for s in text_segments(result["segments"]):
         text = s["text"].strip().replace("\t", " ")
         rows.append(f"{round(1000 * s['start'])}\t{round(1000 * s['end'])}\t{text}")
     return "\n".join(rows) + "\n"
 
 
-def to_json(result: dict) -> str:
+def to_json(result: dict, layout: SubtitleLayout | None = None) -> str:
     return json.dumps(result, ensure_ascii=False, indent=1)
 
 
-RENDERERS: dict[str, Callable[[dict], str]] = {
+RENDERERS: dict[str, Renderer] = {
     "txt": to_txt, "vtt": to_vtt, "srt": to_srt, "tsv": to_tsv, "json": to_json,
 }
 
@@ -149,11 +166,11 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
 def align_by_time(transcript: list[dict], translation: list[dict]) -> list[str]:
     """One English line per transcript segment: each translated segment goes to the transcript segment
     it overlaps most in time (the nearest one when it overlaps none)."""
-    cues = _cues(transcript)
+    cues = text_segments(transcript)
     lines: list[list[str]] = [[] for _ in cues]
     if not cues:
         return []
-    for seg in _cues(translation):
+    for seg in text_segments(translation):
         def overlap(cue: dict, seg: dict = seg) -> float:
             return min(cue["end"], seg["end"]) - max(cue["start"], seg["start"])
 
@@ -164,7 +181,7 @@ def align_by_time(transcript: list[dict], translation: list[dict]) -> list[str]:
 
 def to_bilingual(transcript: dict, translation: dict, *, fmt: str = "srt") -> str:
     """Subtitles whose every cue holds the original line and its English translation under it."""
-    cues = _cues(transcript["segments"])
+    cues = text_segments(transcript["segments"])
     english = align_by_time(transcript["segments"], translation["segments"])
     if fmt == "srt":
         blocks = []
@@ -192,7 +209,6 @@ def write_result(
     written = []
     for f in formats:
         path = output_dir / f"{stem}.{f}"
-        text = RENDERERS[f](result, layout) if f in ("srt", "vtt") else RENDERERS[f](result)
-        path.write_text(text, encoding="utf-8")
+        path.write_text(RENDERERS[f](result, layout), encoding="utf-8")
         written.append(path)
     return written
