@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from . import half_weights, hf_checkpoint, openai_checkpoint
-from .ct2 import CheckpointError, read_model_dir
+from . import environment, half_weights, hf_checkpoint, openai_checkpoint
+from .ct2 import read_model_dir
+from .errors import CheckpointError
 from .model import ModelDimensions, Whisper
 from .quantize import fast_on_this_cpu, quantize_linears
 from .tokenizer import MULTILINGUAL_N_VOCAB, Tokenizer, build_tokenizer, english_tokenizer
@@ -22,9 +23,9 @@ _CACHE_FORMAT = 3  # bump when the converted layout changes
 
 def cache_dir() -> Path:
     """Where converted checkpoints are kept: $WHISPER_CORE_CACHE, else ~/.cache/whisper_core."""
-    if configured := os.environ.get("WHISPER_CORE_CACHE"):
+    if configured := environment.text("WHISPER_CORE_CACHE"):
         return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper_core"
+    return Path(environment.text("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper_core"
 
 
 def bundled_base() -> tuple[Path, list[Path]]:
@@ -52,8 +53,8 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 def _load_ct2_cached(model_dir: Path, parts: list[Path] | None) -> tuple[dict, ModelDimensions, dict]:
-    """Convert a CTranslate2 checkpoint once; later starts read the converted file (a tenth to a third
-    of a second for base). It keeps the checkpoint's precision (float16 for the published models): the CPU computes
+    """Convert a CTranslate2 checkpoint once; later starts read the converted file, which needs no parsing
+    or renaming. It keeps the checkpoint's precision (float16 for the published models): the CPU computes
     in float32 on those values without widening them in memory (see `half_weights`)."""
     files = parts or [model_dir / "model.bin"]
     for f in files:

@@ -25,6 +25,7 @@ import ffmpeg
 import numpy as np
 from yt_dlp.utils import DownloadCancelled, GeoRestrictedError, UnsupportedError, YoutubeDLError
 
+from . import environment
 from .audio import SAMPLE_RATE, ffmpeg_executable
 from .url_safety import (
     ALLOW_PRIVATE_ENV,
@@ -33,6 +34,7 @@ from .url_safety import (
     default_policy,
     has_allowed_scheme,
 )
+from .writers import clock
 
 MAX_DURATION_ENV = "WHISPER_MAX_DURATION"  # seconds of audio
 MAX_BYTES_ENV = "WHISPER_MAX_BYTES"  # bytes of file, uploaded or downloaded
@@ -152,9 +154,9 @@ class Limits:
     def from_env(cls) -> Limits:
         """The deployment's limits: WHISPER_MAX_DURATION, WHISPER_MAX_BYTES, WHISPER_URL_TIMEOUT."""
         return cls(
-            max_duration_s=_env_number(MAX_DURATION_ENV, DEFAULT_MAX_DURATION_S),
-            max_bytes=int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)),
-            timeout_s=_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S),
+            max_duration_s=environment.positive_number(MAX_DURATION_ENV, DEFAULT_MAX_DURATION_S),
+            max_bytes=int(environment.positive_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)),
+            timeout_s=environment.positive_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S),
         )
 
 
@@ -198,7 +200,7 @@ def load_url(url: str, limits: Limits | None = None, progress: Progress | None =
     url = url.strip()
     if not is_url(url):
         raise MediaError(MSG_NOT_HTTP)
-    root = Path(os.environ.get(TEMP_DIR_ENV) or tempfile.gettempdir())
+    root = Path(environment.text(TEMP_DIR_ENV) or tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
     try:
@@ -327,7 +329,7 @@ def _ydl_params(limits: Limits, workdir: Path, ydl_log: _YtDlpLog, hook: Callabl
         "external_downloader_args": FFMPEG_DOWNLOAD_ARGS,
         "fixup": "never",  # our decoder reads what yt-dlp would remux (MPEG-TS, fragmented MP4)
     }
-    cookies = os.environ.get(COOKIES_ENV)
+    cookies = environment.text(COOKIES_ENV)
     if cookies and Path(cookies).is_file():
         # yt-dlp writes the jar back when it closes: each request gets its own copy.
         params["cookiefile"] = shutil.copy(cookies, workdir / "cookies.txt")
@@ -425,8 +427,8 @@ def _probe(path: Path, noun: str) -> _Probe:
     if not found:
         corrupt = re.search(r"moov atom not found|truncat|end of file", opening, re.IGNORECASE)
         raise MediaError(MSG_CORRUPT.format(noun=noun) if corrupt else MSG_NOT_MEDIA)
-    clock = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", info)
-    duration = int(clock[1]) * 3600 + int(clock[2]) * 60 + float(clock[3]) if clock else None
+    stamp = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", info)
+    duration = int(stamp[1]) * 3600 + int(stamp[2]) * 60 + float(stamp[3]) if stamp else None
     container_part = info.split("Stream #", 1)[0]  # stream-level tags follow
     tags = {key.lower(): value.strip() for key, value in re.findall(r"^ {4}(\w+)\s*: (.*)$", container_part, re.M)}
     return _Probe(
@@ -477,10 +479,10 @@ def _decode(path: Path, limits: Limits, noun: str) -> Media:
 
 
 def _too_long(noun: str, duration: float | None, limits: Limits) -> MediaError:
-    limit = _clock(limits.max_duration_s)
+    limit = clock(limits.max_duration_s)
     if duration is None:
         return MediaError(MSG_LONGER_THAN.format(noun=noun, limit=limit))
-    return MediaError(MSG_TOO_LONG.format(noun=noun, length=_clock(duration), limit=limit))
+    return MediaError(MSG_TOO_LONG.format(noun=noun, length=clock(duration), limit=limit))
 
 
 def _too_large(noun: str, size: int | None, limits: Limits) -> MediaError:
@@ -490,29 +492,8 @@ def _too_large(noun: str, size: int | None, limits: Limits) -> MediaError:
     return MediaError(MSG_TOO_LARGE.format(noun=noun, size=_size(size), limit=limit))
 
 
-def _clock(seconds: float) -> str:
-    """2:14:05 for 8045 s, 0:07 for 7 s."""
-    hours, rest = divmod(int(round(seconds)), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def _size(n: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} bytes"
-
-
-def _env_number(name: str, default: float) -> float:
-    """A positive number from the environment; a bad value is the deployment's mistake, said plainly."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {raw!r}")
-    return value

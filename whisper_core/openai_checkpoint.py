@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
-from .ct2 import CheckpointError
+from . import environment
 from .download import download
+from .errors import CheckpointError
 from .model import ModelDimensions
 
 DEFAULT_BASE_URL = "https://openaipublic.azureedge.net/main/whisper/models"
@@ -68,13 +68,13 @@ def canonical_name(name: str) -> str | None:
 
 def default_download_root() -> Path:
     """~/.cache/whisper (or $XDG_CACHE_HOME/whisper), where openai-whisper keeps the same files."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper"
+    return Path(environment.text("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper"
 
 
 def model_url(name: str) -> str:
     """The download address; WHISPER_DOWNLOAD_BASE_URL replaces OpenAI's host and path (a mirror, a test
     server)."""
-    base = os.environ.get("WHISPER_DOWNLOAD_BASE_URL") or DEFAULT_BASE_URL
+    base = environment.text("WHISPER_DOWNLOAD_BASE_URL") or DEFAULT_BASE_URL
     return f"{base.rstrip('/')}/{_SHA256[name]}/{name}.pt"
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import ipaddress
-import os
 import socket
 import threading
 import urllib.parse
@@ -31,6 +30,8 @@ from typing import Any
 
 import yt_dlp
 from yt_dlp.networking import _urllib
+
+from . import environment
 
 ALLOW_PRIVATE_ENV = "WHISPER_ALLOW_PRIVATE_URLS"
 URL_SCHEMES = ("http", "https")
@@ -71,7 +72,7 @@ def is_public_address(address: IPAddress) -> bool:
 
 def private_urls_allowed() -> bool:
     """`WHISPER_ALLOW_PRIVATE_URLS=1` lifts the address check (a local install, the tests)."""
-    return os.environ.get(ALLOW_PRIVATE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return environment.flag(ALLOW_PRIVATE_ENV)
 
 
 def default_policy() -> AddressPolicy | None:
