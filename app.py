@@ -14,22 +14,21 @@ import dataclasses
 import json
 import logging
 import math
-import queue
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import numpy as np
 from gradio import FileData
 
+from whisper_core import environment
 from whisper_core import presentation as show
 from whisper_core.media import Limits, Media, MediaError, load_file, load_url
-from whisper_core.service import SpeechModel, get_service
-from whisper_core.transcribe import ProgressCallback
+from whisper_core.options import OptionsError, TranscribeOptions, make_options
+from whisper_core.service import Event, Finished, SpeechModel, get_service
+from whisper_core.tasks import MODES, TaskPlan
 
 try:  # Hugging Face ZeroGPU attaches a GPU for the duration of each call to a function it wraps
     import spaces
@@ -41,19 +40,15 @@ except ImportError:
         return fn
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
-
-CONCURRENCY = _env_int("WHISPER_CONCURRENCY", 4)  # requests decoded at once; their windows share batches
-QUEUE_SIZE = _env_int("WHISPER_QUEUE_SIZE", 16)  # requests that may wait for a place; more are told "busy"
+CONCURRENCY = environment.positive_int("WHISPER_CONCURRENCY", 4)  # requests decoded at once; they share batches
+QUEUE_SIZE = environment.positive_int("WHISPER_QUEUE_SIZE", 16)  # requests that may wait; more are told "busy"
 MODEL_GROUP = "whisper-model"  # every event that uses the model is in this one concurrency group
 LIMITS = Limits.from_env()  # WHISPER_MAX_DURATION, WHISPER_MAX_BYTES, WHISPER_URL_TIMEOUT
 WINDOW_S = 30  # seconds of audio in one decoding window
 MAX_BEAM = 10
 HALLUCINATION_SILENCE_S = 2.0  # text after this much silence that looks invented is dropped
 EXAMPLES_DIR = Path(__file__).parent / "examples"
-TEMP_ROOT = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+TEMP_ROOT = Path(environment.text("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 FILES_KEPT_S = 3600  # uploads, players and downloads are deleted an hour after they were made
 ERROR_SECONDS = 30  # how long an error stays on screen: long enough to read its numbers
 
@@ -78,40 +73,37 @@ STAGES = {"both": "Transcribing and translating", "transcribe": "Transcribing", 
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """What to run: the page's mode and openai-whisper's decoding options."""
+    """What to run, checked: the page's mode, the engine's plan for it and the options object."""
 
     mode: str
-    options: dict[str, Any]
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return show.MODES[self.mode]
+    plan: TaskPlan
+    options: TranscribeOptions
 
 
 def make_request(language: str | None, mode: str, beam_size: float, fallback: bool, initial_prompt: str | None
                  ) -> Request:
-    """The page's and the API's settings as engine options; a wrong value is said in words."""
-    if mode not in show.MODES:
-        raise gr.Error(f"Mode must be one of {', '.join(show.MODES)}, not {mode!r}.", print_exception=False)
-    if mode == "translate" and not CAN_TRANSLATE:
-        raise gr.Error(f"This server's model cannot translate ({service.model.translation_unavailable}). Choose "
+    """The page's and the API's settings, checked here at the edge; a wrong value is said in words."""
+    try:
+        plan = service.model.plan(mode)
+    except ValueError:
+        raise gr.Error(f"Mode must be one of {', '.join(MODES)}, not {mode!r}.", print_exception=False) from None
+    if not plan.tasks:
+        raise gr.Error(f"This server's model cannot translate ({plan.cannot_translate}). Choose "
                        "'Transcript only' under Options.", print_exception=False)
     if not (isinstance(beam_size, int | float) and 1 <= beam_size <= MAX_BEAM):
         raise gr.Error(f"Beam size must be a number from 1 to {MAX_BEAM}, not {beam_size!r}.", print_exception=False)
-    options: dict[str, Any] = {
-        "language": None if language in (None, "", "auto") else language,
-        "beam_size": int(beam_size),
-        "initial_prompt": (initial_prompt or "").strip() or None,
-        # No invented text over silence, music or laughter; words timed for the word-level subtitles.
-        "vad_filter": True,
-        "word_timestamps": True,
-        "hallucination_silence_threshold": HALLUCINATION_SILENCE_S,
-    }
-    if fallback:
-        options["best_of"] = 5  # openai-whisper's temperature ladder, five samples a rung
-    else:
-        options["temperature"] = 0.0
-    return Request(mode, options)
+    # No invented text over silence, music or laughter; words timed for the word-level subtitles;
+    # with fallback, openai-whisper's temperature ladder, five samples a rung.
+    sampling = {"best_of": 5} if fallback else {"temperature": 0.0}
+    try:
+        options = make_options(language=None if language in (None, "", "auto") else language,
+                               beam_size=int(beam_size), initial_prompt=(initial_prompt or "").strip() or None,
+                               vad_filter=True, word_timestamps=True,
+                               hallucination_silence_threshold=HALLUCINATION_SILENCE_S, **sampling)
+    except OptionsError as e:
+        raise gr.Error(f"The options were not accepted: {e}. Change them and try again.",
+                       duration=ERROR_SECONDS, print_exception=False) from e
+    return Request(mode, plan, options)
 
 
 def _load(loader: Callable[[], Media]) -> Media:
@@ -126,76 +118,42 @@ def _load(loader: Callable[[], Media]) -> Media:
                        duration=ERROR_SECONDS, print_exception=False) from e
 
 
-def _engine_error(e: Exception) -> gr.Error:
-    if isinstance(e, ValueError | TypeError):
-        return gr.Error(f"The options were not accepted: {e}. Change them and try again.",
-                        duration=ERROR_SECONDS, print_exception=False)
-    log.error("decoding failed", exc_info=e)
-    return gr.Error(f"Transcription failed on the server ({type(e).__name__}). Try again in a minute; if it "
-                    "fails again, try a shorter file.", duration=ERROR_SECONDS, print_exception=False)
-
-
 @gpu
-def decode(audio: np.ndarray, tasks: tuple[str, ...], options: dict[str, Any],
-           progress: ProgressCallback | None = None) -> dict[str, dict | None]:
-    """The one way into the model. Translation alone of English speech is still decoded (it is the only
-    text asked for); with both tasks it is skipped rather than decoded twice."""
-    runnable = tasks if CAN_TRANSLATE else tuple(t for t in tasks if t != "translate")
-    return service.submit(audio, tasks=runnable, translate_english=tasks == ("translate",), progress=progress,
-                          **options)
+def decode(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
+    """The one way into the model: the service's events for this request, then its results. Closing it
+    early (the visitor left) frees the request's place in the batches."""
+    yield from service.stream(audio, plan, options)
 
 
-def decoding(media: Media, request: Request, progress: gr.Progress) -> Iterator[dict[str, list[dict]]]:
-    """Decode in a thread; yield the segments so far after every window that adds some, and move the
-    progress bar. Returns the engine's results."""
-    updates: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
+def events(media: Media, request: Request) -> Iterator[Event]:
+    """`decode`, with an engine fault logged and said as a server error: the options were checked at the
+    edge, so what fails here is not the visitor's doing."""
+    try:
+        yield from decode(media.audio, request.plan, request.options)
+    except Exception as e:
+        log.error("decoding failed", exc_info=e)
+        raise gr.Error(f"Transcription failed on the server ({type(e).__name__}). Try again in a minute; if it "
+                       "fails again, try a shorter file.", duration=ERROR_SECONDS, print_exception=False) from e
 
-    def work() -> None:
-        try:
-            outcome["results"] = decode(media.audio, request.tasks, request.options,
-                                        lambda task, new, fraction: updates.put((task, new, fraction)))
-        except Exception as e:  # handed to the page's thread, which shows it
-            outcome["error"] = e
-        finally:
-            updates.put(None)
 
-    stage = STAGES[request.mode]
-    expected = max(1, math.ceil(media.duration / WINDOW_S))
-    segments: dict[str, list[dict]] = {task: [] for task in request.tasks}
-    windows: dict[str, int] = {}
-    fractions: dict[str, float] = {}
-    progress(0.0, desc=f"{stage}: detecting the language")
-    threading.Thread(target=work, name="decode-request", daemon=True).start()
-    while (update := updates.get()) is not None:
-        task, new, fraction = update
-        segments[task].extend(new)
-        windows[task] = windows.get(task, 0) + 1
-        fractions[task] = fraction
-        if new:
-            yield segments
-        done = min(windows.values())  # after the yield: the page shows a progress that comes after the rows
-        total = max(expected, done + 1)
-        progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
-    if "error" in outcome:
-        raise _engine_error(outcome["error"])
-    return outcome["results"]
+def results_of(media: Media, request: Request) -> dict[str, dict | None]:
+    return next(e.results for e in events(media, request) if isinstance(e, Finished))
 
 
 PROGRESS = gr.Progress()  # a marker: Gradio hands each event its own progress tracker in its place
 
 # --- the page's handlers --------------------------------------------------------------------------------------
-# Each yields the results area: (source card, player, language line, table, downloads, row starts, source).
+# Each is given the Options as one dict {component: value} and yields updates {component: value} of the
+# results area; a component left out stays as it is.
 
 
-def _area(card=None, player=None, language=None, table=None, files=None, starts=None, source=None) -> tuple:
-    """The results area's outputs; None leaves a component as it is."""
-    values = (card, player, language, table, files, starts, source)
-    return tuple(gr.skip() if v is None else v for v in values)
+def _settings(values: dict) -> Request:
+    return make_request(values[language], values[mode], values[beam_size], values[fallback],
+                        values[initial_prompt])
 
 
-def _table_value(table: show.Table) -> dict:
-    return {"headers": table.headers, "data": table.rows}
+def _table_update(table_value: show.Table) -> dict:
+    return {table: {"headers": table_value.headers, "data": table_value.rows}, row_starts: table_value.starts}
 
 
 def _request_dir() -> Path:
@@ -210,47 +168,52 @@ def _request_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="whisper-", dir=TEMP_ROOT))
 
 
-def _present(loader: Callable[[], Media], source: dict, request: Request, progress: gr.Progress) -> Iterator[tuple]:
+def _present(loader: Callable[[], Media], source: dict, request: Request, progress: gr.Progress) -> Iterator[dict]:
     """Load, then decode window by window into the results area; write the downloads at the end."""
     media = _load(loader)
     workdir = _request_dir()
-    player = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
-    empty = show.build_table([], [], tasks=request.tasks)
-    yield _area(show.source_card(media.metadata()), gr.Audio(str(player), visible=True), "",
-                _table_value(empty), gr.File(None, visible=False), [], source)
-    results = yield from _stream_rows(media, request, progress)
-    status = show.translation_status(results, request.tasks, CAN_TRANSLATE)
+    player_file = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
+    tasks = request.plan.requested
+    yield {source_card: show.source_card(media.metadata()), player: gr.Audio(str(player_file), visible=True),
+           language_line: "", downloads: gr.File(None, visible=False), last_source: source,
+           **_table_update(show.build_table([], [], tasks=tasks))}
+    stage = STAGES[request.mode]
+    expected = max(1, math.ceil(media.duration / WINDOW_S))
+    rows: dict[str, list[dict]] = {task: [] for task in tasks}
+    windows: dict[str, int] = {}
+    fractions: dict[str, float] = {}
+    results: dict[str, dict | None] = {}
+    progress(0.0, desc=f"{stage}: detecting the language")
+    for event in events(media, request):
+        if isinstance(event, Finished):
+            results = event.results
+            break
+        rows[event.task].extend(event.segments)
+        windows[event.task] = windows.get(event.task, 0) + 1
+        fractions[event.task] = event.fraction
+        if event.segments:
+            yield _table_update(show.build_table(rows.get("transcribe", []), rows.get("translate", []), tasks=tasks))
+        done = min(windows.values())  # after the yield: the page shows a progress that comes after the rows
+        total = max(expected, done + 1)
+        progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
     transcript, translation = results["transcribe"], results["translate"]
     first = transcript or translation or {}
-    table = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
-                             tasks=request.tasks, language=first.get("language"), status=status)
+    status = request.plan.missing_translation(first.get("language"))
+    final = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
+                             tasks=tasks, language=first.get("language"), status=status)
     progress(1.0, desc="Writing the subtitle files")
     files = show.write_downloads(workdir, show.file_stem(media.title), transcript, translation)
     line = show.language_line(first.get("language"), first.get("language_probs"), status,
-                              found_speech=bool(table.rows), chosen=request.options["language"] is not None)
-    yield _area(language=line, table=_table_value(table), files=gr.File([str(f) for f in files], visible=True),
-                starts=table.starts)
+                              found_speech=bool(final.rows), chosen=request.options.language is not None)
+    yield {language_line: line, downloads: gr.File([str(f) for f in files], visible=True), **_table_update(final)}
 
 
-def _stream_rows(media: Media, request: Request, progress: gr.Progress) -> Iterator[tuple]:
-    """The table as it grows; returns the engine's results."""
-    stream = decoding(media, request, progress)
-    while True:
-        try:
-            segments = next(stream)
-        except StopIteration as done:
-            return done.value
-        table = show.build_table(segments.get("transcribe", []), segments.get("translate", []), tasks=request.tasks)
-        yield _area(table=_table_value(table), starts=table.starts)
-
-
-def run_url(url: str, language: str, mode: str, beam_size: float, fallback: bool, initial_prompt: str,
-            progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
-    url = (url or "").strip()
+def run_url(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
+    url = (values[url_box] or "").strip()
     if not url:
         raise gr.Error("Paste a link first: a YouTube video, or any page or file with audio or video.",
                        print_exception=False)
-    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    request = _settings(values)
     progress(0.0, desc="Looking up the link")
 
     def loader() -> Media:
@@ -259,21 +222,21 @@ def run_url(url: str, language: str, mode: str, beam_size: float, fallback: bool
     yield from _present(loader, {"url": url}, request, progress)
 
 
-def run_file(path: str | None, language: str, mode: str, beam_size: float, fallback: bool, initial_prompt: str,
-             progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+def run_file(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
+    path = values[upload]
     if not path:
         raise gr.Error("Choose a file first: drop an audio or video file on the box, or click it to browse.",
                        print_exception=False)
-    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    request = _settings(values)
     progress(0.0, desc="Reading the file")
     yield from _present(lambda: load_file(path, LIMITS), {"file": path}, request, progress)
 
 
-def run_recording(path: str | None, language: str, mode: str, beam_size: float, fallback: bool,
-                  initial_prompt: str, progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+def run_recording(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
+    path = values[recording]
     if not path:
         raise gr.Error("Record something first: press Record, speak, then press Stop.", print_exception=False)
-    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    request = _settings(values)
     progress(0.0, desc="Reading the recording")
 
     def loader() -> Media:
@@ -282,15 +245,15 @@ def run_recording(path: str | None, language: str, mode: str, beam_size: float, 
     yield from _present(loader, {"recording": path}, request, progress)
 
 
-def run_again(source: dict | None, language: str, mode: str, beam_size: float, fallback: bool,
-              initial_prompt: str, progress: gr.Progress = PROGRESS) -> Iterator[tuple]:
+def run_again(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
     """A new language picked after a run: run the same input again with it."""
+    source = values[last_source]
     if not source:
-        yield _area()
+        yield {}
         return
-    run = {"url": run_url, "file": run_file, "recording": run_recording}
     (kind, value), = source.items()
-    yield from run[kind](value, language, mode, beam_size, fallback, initial_prompt, progress)
+    run, box = {"url": (run_url, url_box), "file": (run_file, upload), "recording": (run_recording, recording)}[kind]
+    yield from run({**values, box: value}, progress)
 
 
 def play_from(starts: list[float], event: gr.SelectData) -> float:
@@ -304,12 +267,9 @@ def play_from(starts: list[float], event: gr.SelectData) -> float:
 
 def _api_run(loader: Callable[[], Media], request: Request) -> dict:
     media = _load(loader)
-    try:
-        results = decode(media.audio, request.tasks, request.options)
-    except Exception as e:
-        raise _engine_error(e) from e
-    return show.api_result(media.metadata(), results, show.translation_status(results, request.tasks,
-                                                                              CAN_TRANSLATE))
+    results = results_of(media, request)
+    first = results["transcribe"] or results["translate"] or {}
+    return show.api_result(media.metadata(), results, request.plan.missing_translation(first.get("language")))
 
 
 def transcribe_file(file: FileData, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
@@ -444,7 +404,7 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                                        info="Wrong? Pick the right one to run again.", elem_id="language",
                                        scale=0, min_width=200)
             table = gr.Dataframe(
-                value={"headers": show.build_table([], [], tasks=show.MODES["both"]).headers, "data": []},
+                value={"headers": show.build_table([], [], tasks=MODES["both"]).headers, "data": []},
                 interactive=False, wrap=True, column_widths=["18%", "41%", "41%"], max_height=600,
                 label="Results", show_label=False, elem_id="results-table",
             )
@@ -454,15 +414,15 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
     last_source = gr.State(None)
     seek_to = gr.Number(visible=False)
 
-    settings = [language, mode, beam_size, fallback, initial_prompt]
+    settings = {language, mode, beam_size, fallback, initial_prompt}  # a set: handlers get one dict
     results_area = [source_card, player, language_line, table, downloads, row_starts, last_source]
     model_event = {"outputs": results_area, "concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY,
                    "show_progress_on": [language_line], "api_visibility": "private"}
-    gr.on([url_button.click, url_box.submit], run_url, [url_box, *settings], **model_event)
-    mic_button.click(run_recording, [recording, *settings], **model_event)
-    upload_button.click(run_file, [upload, *settings], **model_event)
-    examples.load_input_event.then(run_file, [upload, *settings], **model_event)
-    language.input(run_again, [last_source, *settings], **model_event)
+    gr.on([url_button.click, url_box.submit], run_url, {url_box, *settings}, **model_event)
+    mic_button.click(run_recording, {recording, *settings}, **model_event)
+    upload_button.click(run_file, {upload, *settings}, **model_event)
+    examples.load_input_event.then(run_file, {upload, *settings}, **model_event)
+    language.input(run_again, {last_source, url_box, upload, recording, *settings}, **model_event)
     table.select(play_from, [row_starts], [seek_to], queue=False, show_progress="hidden",
                  api_visibility="private").then(None, [seek_to], None, js=PLAY_FROM_JS)
 

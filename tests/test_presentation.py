@@ -9,6 +9,7 @@ import numpy as np
 
 from whisper_core import presentation as show
 from whisper_core.audio import SAMPLE_RATE, load_audio
+from whisper_core.tasks import MODES
 
 
 def seg(start: float, end: float, text: str) -> dict:
@@ -25,7 +26,6 @@ def result(segments: list[dict], language: str = "fr") -> dict:
 
 
 def test_numbers_read_as_people_write_them():
-    assert [show.clock(s) for s in (0, 7.9, 65, 8045)] == ["0:00", "0:07", "1:05", "2:14:05"]
     assert [show.percent(p) for p in (0.997, 0.023, 0.0004)] == ["100%", "2.3%", "<0.1%"]
 
 
@@ -41,7 +41,7 @@ def test_language_line_names_the_top_three_and_says_why_there_is_no_translation(
 
 
 def test_table_puts_each_english_line_beside_the_transcript_it_overlaps():
-    table = show.build_table(TRANSCRIPT, TRANSLATION, tasks=show.MODES["both"], language="fr")
+    table = show.build_table(TRANSCRIPT, TRANSLATION, tasks=MODES["both"], language="fr")
     assert table.headers == ["Time", "Transcript (French)", "English translation"]
     assert table.rows == [["0:00–0:02", "Bonjour à tous.", "Hello everyone."],
                           ["0:03–0:07", "Le musée ouvre à neuf heures.", "The museum opens at nine."]]
@@ -49,26 +49,18 @@ def test_table_puts_each_english_line_beside_the_transcript_it_overlaps():
 
 
 def test_table_says_why_a_translation_is_missing_instead_of_showing_a_transcript():
-    english = show.build_table(TRANSCRIPT, [], tasks=show.MODES["both"], language="en", status=show.ENGLISH)
+    english = show.build_table(TRANSCRIPT, [], tasks=MODES["both"], language="en", status=show.ENGLISH)
     assert [row[2] for row in english.rows] == ["(already English)"] * 2
-    unsupported = show.build_table(TRANSCRIPT, [], tasks=show.MODES["both"], status=show.UNSUPPORTED)
+    unsupported = show.build_table(TRANSCRIPT, [], tasks=MODES["both"], status=show.UNSUPPORTED)
     assert [row[2] for row in unsupported.rows] == ["(this model cannot translate)"] * 2
 
 
 def test_table_for_one_task_has_two_columns():
-    only_english = show.build_table([], TRANSLATION, tasks=show.MODES["translate"])
+    only_english = show.build_table([], TRANSLATION, tasks=MODES["translate"])
     assert only_english.headers == ["Time", "English translation"]
     assert only_english.rows[1] == ["0:02–0:07", "The museum opens at nine."]
-    only_transcript = show.build_table(TRANSCRIPT, [], tasks=show.MODES["transcribe"], language="fr")
+    only_transcript = show.build_table(TRANSCRIPT, [], tasks=MODES["transcribe"], language="fr")
     assert only_transcript.headers == ["Time", "Transcript (French)"] and len(only_transcript.rows) == 2
-
-
-def test_translation_status():
-    both = show.MODES["both"]
-    assert show.translation_status({"translate": {"text": "x"}}, both, True) is None
-    assert show.translation_status({"translate": None}, both, True) == show.ENGLISH
-    assert show.translation_status({"translate": None}, both, False) == show.UNSUPPORTED
-    assert show.translation_status({"translate": None}, show.MODES["transcribe"], True) == show.NOT_REQUESTED
 
 
 def test_source_card_escapes_what_the_remote_site_wrote():

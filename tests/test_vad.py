@@ -68,7 +68,7 @@ def test_silence_array_gives_nothing(model):
 
 
 def test_invented_text_is_recognised_by_its_words():
-    from whisper_core.transcribe import _looks_invented
+    from whisper_core.inventions import looks_invented as _looks_invented
 
     def segment(*words):
         return {"words": [{"word": w, "start": s, "end": e, "probability": p} for w, s, e, p in words]}

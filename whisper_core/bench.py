@@ -209,6 +209,7 @@ def service_worker(spec: ServiceSpec) -> dict:
     """The same requests one after another, then all at once, on one TranscriptionService."""
     import torch
 
+    from whisper_core.options import make_options
     from whisper_core.service import ServiceStats, TranscriptionService
     from whisper_core.speech_model import SpeechModel, load_model
 
@@ -216,9 +217,10 @@ def service_worker(spec: ServiceSpec) -> dict:
     audios = [np.load(p) for p in spec.audio]
     service = TranscriptionService(load_model(device=spec.device))
     service.warm_up()
+    plan, options = service.model.plan("both"), make_options(temperature=0.0)
 
     def request(audio: np.ndarray) -> float:
-        return _timed(lambda: service.submit(audio, temperature=0.0, condition_on_previous_text=True))[1]
+        return _timed(lambda: service.submit(audio, plan, options))[1]
 
     sequential, sequential_s = _timed(lambda: [request(a) for a in audios])
     sequential_stats = asdict(service.stats)

@@ -118,57 +118,63 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from .ct2 import CheckpointError
+    from .errors import CheckpointError
     from .media import MediaError
+    from .options import OptionsError, make_options
     from .speech_model import load_model
+    from .tasks import ENGLISH, UNSUPPORTED
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    options = dict(
-        language=args.language,
-        temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
-        best_of=args.best_of, beam_size=args.beam_size, patience=args.patience,
-        length_penalty=args.length_penalty, suppress_tokens=args.suppress_tokens,
-        initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
-        compression_ratio_threshold=args.compression_ratio_threshold,
-        logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
-        word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
-        append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
-        hallucination_silence_threshold=args.hallucination_silence_threshold,
-    )
     layout = SubtitleLayout(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
     if layout.uses_words and not args.word_timestamps:
         print("error: --max_line_width, --max_line_count, --max_words_per_line and --highlight_words "
               "need --word_timestamps True", file=sys.stderr)
         return 2
     try:
+        options = make_options(
+            language=args.language,
+            temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
+            best_of=args.best_of, beam_size=args.beam_size, patience=args.patience,
+            length_penalty=args.length_penalty, suppress_tokens=args.suppress_tokens,
+            initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
+            compression_ratio_threshold=args.compression_ratio_threshold,
+            logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
+            word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
+            append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
+            hallucination_silence_threshold=args.hallucination_silence_threshold,
+        )
         model = load_model(args.model, args.device, download_root=args.model_dir, int8=args.int8)
-    except (CheckpointError, ValueError) as e:
+    except (OptionsError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    plan = model.plan(args.task)
+    if not plan.tasks:
+        print(f"error: this model cannot translate: {plan.cannot_translate}", file=sys.stderr)
         return 2
     failures = 0
     out_dir = Path(args.output_dir)
     for item in args.audio:
         try:
             audio, stem = _load_input(item)
-            progress = _printer(args.verbose and args.task != "both")
-            if args.task == "both":
-                both = model.transcribe_and_translate(audio, **options)
-                write_result(both["transcribe"], args.output_format, out_dir, f"{stem}.transcribe", layout)
-                if reason := both["translate"].get("translation_unavailable"):
-                    print(f"note: {item}: no translation: {reason}", file=sys.stderr)
-                else:
-                    write_result(both["translate"], args.output_format, out_dir, f"{stem}.translate", layout)
-                    (out_dir / f"{stem}.bilingual.srt").write_text(
-                        to_bilingual(both["transcribe"], both["translate"]), encoding="utf-8")
-                if args.verbose:
-                    print(both["transcribe"]["text"].strip(), both["translate"]["text"].strip(), sep="\n")
-            else:
-                result = model.transcribe(audio, task=args.task, progress=progress, **options)
-                if result.get("translation_unavailable"):
-                    raise ValueError(result["translation_unavailable"])
-                write_result(result, args.output_format, out_dir, stem, layout)
-        except (MediaError, ValueError) as e:
+        except MediaError as e:
             print(f"error: {item}: {e}", file=sys.stderr)
             failures += 1
+            continue
+        results = model.run(audio, plan, options, _printer(args.verbose and len(plan.requested) == 1))
+        transcript, translation = results["transcribe"], results["translate"]
+        if len(plan.requested) == 1:
+            write_result(transcript or translation, args.output_format, out_dir, stem, layout)
+            continue
+        write_result(transcript, args.output_format, out_dir, f"{stem}.transcribe", layout)
+        missing = plan.missing_translation(transcript["language"])
+        if missing == UNSUPPORTED:
+            print(f"note: {item}: no translation: {plan.cannot_translate}", file=sys.stderr)
+        elif missing == ENGLISH:
+            print(f"note: {item}: no translation: the speech is English", file=sys.stderr)
+        else:
+            write_result(translation, args.output_format, out_dir, f"{stem}.translate", layout)
+            (out_dir / f"{stem}.bilingual.srt").write_text(to_bilingual(transcript, translation), encoding="utf-8")
+        if args.verbose:
+            print(*(r["text"].strip() for r in (transcript, translation) if r), sep="\n")
     return 1 if failures else 0

@@ -15,23 +15,15 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .audio import SAMPLE_RATE, ffmpeg_executable
+from .tasks import ENGLISH, NOT_REQUESTED, UNSUPPORTED
 from .tokenizer import LANGUAGES
-from .writers import RENDERERS, SubtitleLayout, align_by_time, to_bilingual, to_srt
+from .writers import RENDERERS, SubtitleLayout, align_by_time, clock, text_segments, to_bilingual, to_srt
 
-# The page's modes, and the engine tasks each one runs.
-MODES: dict[str, tuple[str, ...]] = {
-    "both": ("transcribe", "translate"),
-    "transcribe": ("transcribe",),
-    "translate": ("translate",),
-}
 DOWNLOAD_FORMATS = ("txt", "srt", "vtt", "json")
 WORD_LAYOUT = SubtitleLayout(max_line_width=42, max_line_count=2, highlight_words=True)
 PLAYBACK_BITRATE = "32k"  # 16 kHz mono speech: about 14 MB an hour
 
-# Why a result has no translation (None when it has one).
-NOT_REQUESTED = "not requested"
-ENGLISH = "english"
-UNSUPPORTED = "unsupported"
+# Why a result has no translation (the plan's word for it), as the page and the API say it.
 CELL_NOTES = {ENGLISH: "(already English)", UNSUPPORTED: "(this model cannot translate)"}
 LINE_NOTES = {
     ENGLISH: "The speech is English, so nothing needed translating.",
@@ -52,13 +44,6 @@ def language_name(code: str | None) -> str:
     return LANGUAGES.get(code, code).title()
 
 
-def clock(seconds: float) -> str:
-    """0:07 for 7 s, 2:14:05 for 8045 s: how people read lengths and positions."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def percent(p: float) -> str:
     """97%, 2.3%, <0.1%: as many digits as the eye needs."""
     value = 100 * p
@@ -67,17 +52,6 @@ def percent(p: float) -> str:
     if value >= 0.05:
         return f"{value:.1f}%"
     return "<0.1%"
-
-
-def translation_status(results: dict[str, dict | None], tasks: Sequence[str], can_translate: bool) -> str | None:
-    """Why `results` holds no translation, or None when it holds one."""
-    if results.get("translate") is not None:
-        return None
-    if "translate" not in tasks:
-        return NOT_REQUESTED
-    if not can_translate:
-        return UNSUPPORTED
-    return ENGLISH
 
 
 def language_line(
@@ -118,10 +92,6 @@ TIME_HEADER = "Time"
 TRANSLATION_HEADER = "English translation"
 
 
-def _text_segments(segments: Sequence[dict]) -> list[dict]:
-    return [s for s in segments if s["text"].strip()]
-
-
 def _span(segment: dict) -> str:
     return f"{clock(segment['start'])}–{clock(segment['end'])}"
 
@@ -138,10 +108,10 @@ def build_table(
     segment it overlaps most; `status` (see `translation_status`) fills that column when there is none."""
     transcript_header = f"Transcript ({language_name(language)})" if language else "Transcript"
     if "transcribe" not in tasks:
-        cues = _text_segments(translation)
+        cues = text_segments(translation)
         return Table([TIME_HEADER, TRANSLATION_HEADER], [[_span(s), s["text"].strip()] for s in cues],
                      [s["start"] for s in cues])
-    cues = _text_segments(transcript)
+    cues = text_segments(transcript)
     starts = [s["start"] for s in cues]
     if "translate" not in tasks:
         return Table([TIME_HEADER, transcript_header], [[_span(s), s["text"].strip()] for s in cues], starts)

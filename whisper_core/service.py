@@ -4,31 +4,55 @@ thread that steps every waiting request's windows together, so that concurrent u
 from __future__ import annotations
 
 import itertools
-import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import environment
 from . import transcribe as longform
+from .options import TASKS, TranscribeOptions, make_options
 from .speech_model import SpeechModel, load_model
-from .transcribe import Job, ProgressCallback
+from .tasks import TaskPlan
+from .transcribe import Job
 
 MAX_BATCH_WINDOWS = 8  # windows decoded together in one step
 MAX_WAIT_S = 0.05  # how long a new step waits for more requests to join
 WARMUP_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A window done: the segments it added to `task` (often none) and the fraction of the audio done."""
+
+    task: str
+    segments: list[dict]
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The request is done: {task: result}, None for a task the plan did not run."""
+
+    results: dict[str, dict | None]
+
+
+Event = Progress | Finished
+
+
 @dataclass
 class _Request:
     jobs: list[Job]
-    skip_translation: bool
-    done: threading.Event = field(default_factory=threading.Event)
+    plan: TaskPlan
+    events: queue.Queue = field(default_factory=queue.Queue)  # Progress..., then Finished or an exception
+    cancelled: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    results: dict[str, dict | None] = field(default_factory=dict)
     admitted: bool = False
+
+    def report(self, task: str, segments: list[dict], fraction: float) -> None:
+        self.events.put(Progress(task, segments, fraction))
 
 
 @dataclass
@@ -39,11 +63,12 @@ class ServiceStats:
     windows: int = 0
     largest_step: int = 0
     requests: int = 0
+    cancelled: int = 0
 
 
 class TranscriptionService:
-    """Serve transcriptions from one model. `submit` blocks its caller until the request is done; the
-    worker interleaves all requests in flight, window by window."""
+    """Serve transcriptions from one model. `stream` yields a request's progress as the worker decodes it;
+    the worker interleaves all requests in flight, window by window."""
 
     def __init__(self, model: SpeechModel, *, max_batch: int = MAX_BATCH_WINDOWS, max_wait: float = MAX_WAIT_S):
         self.model = model
@@ -54,39 +79,38 @@ class TranscriptionService:
         self._worker = threading.Thread(target=self._work, name="whisper-worker", daemon=True)
         self._worker.start()
 
-    @property
-    def can_translate(self) -> bool:
-        return self.model.can_translate
-
     def warm_up(self) -> None:
         """One short decode at start, so that the first visitor does not pay for lazy initialisation."""
-        self.submit(np.zeros(int(16000 * WARMUP_SECONDS), dtype=np.float32), temperature=0.0)
+        self.submit(np.zeros(int(16000 * WARMUP_SECONDS), dtype=np.float32), self.model.plan("transcribe"),
+                    make_options(temperature=0.0))
         self.stats = ServiceStats()
 
-    def submit(
-        self,
-        audio: np.ndarray,
-        *,
-        tasks: Sequence[str] = ("transcribe", "translate"),
-        translate_english: bool = False,
-        progress: ProgressCallback | None = None,
-        **options,
-    ) -> dict[str, dict | None]:
-        """Run `tasks` on `audio`; returns {task: result}. A translation is None when it is not needed
-        (the speech is English, unless `translate_english`) or the model cannot translate."""
+    def stream(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
+        """Run the plan's tasks on `audio`: a Progress after each window, then Finished. Closing the
+        iterator early (the visitor left) cancels the request: its windows leave the batches at the next
+        step. An engine fault is raised here, in the caller's thread."""
+        request = _Request([], plan)
         # The log-mel (and voice detection) is computed in the caller's thread, beside the worker.
-        prepared = self.model.prepare(audio, vad_filter=options.get("vad_filter", False))
-        if "translate" in tasks and not self.can_translate:
-            tasks = [t for t in tasks if t != "translate"]
-        jobs = [self.model.job(prepared, progress, task=task, **options) for task in tasks]
-        request = _Request(jobs, skip_translation=not translate_english)
+        prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
+        request.jobs = self.model.jobs(prepared, plan, options, request.report)
         self._incoming.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        results: dict[str, dict | None] = {"transcribe": None, "translate": None}
-        results.update(request.results)
-        return results
+        try:
+            while True:
+                event = request.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Finished):
+                    return
+        finally:
+            request.cancelled.set()  # nothing to cancel once finished
+
+    def submit(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> dict[str, dict | None]:
+        """`stream` to the end: {task: result}."""
+        for event in self.stream(audio, plan, options):
+            if isinstance(event, Finished):
+                return event.results
+        raise AssertionError("a request's stream ends with Finished")
 
     def _work(self) -> None:
         active: list[_Request] = []
@@ -95,6 +119,9 @@ class TranscriptionService:
             if not active:
                 active.append(self._incoming.get())
             self._drain(active)
+            self._drop_cancelled(active)
+            if not active:
+                continue
             self._admit([r for r in active if not r.admitted])
             jobs = [job for r in active for job in r.jobs if not job.done]
             if len(jobs) > self.max_batch:  # take turns when more windows wait than a batch holds
@@ -103,9 +130,20 @@ class TranscriptionService:
             self._step(active, jobs)
             for request in [r for r in active if r.error or all(job.done for job in r.jobs)]:
                 active.remove(request)
-                if request.error is None:
-                    request.results = {job.options.task: job.result() for job in request.jobs}
-                request.done.set()
+                self._finish(request)
+
+    def _finish(self, request: _Request) -> None:
+        if request.error is not None:
+            request.events.put(request.error)
+            return
+        results: dict[str, dict | None] = dict.fromkeys(TASKS)
+        results.update({job.options.task: job.result() for job in request.jobs})
+        request.events.put(Finished(results))
+
+    def _drop_cancelled(self, active: list[_Request]) -> None:
+        for request in [r for r in active if r.cancelled.is_set()]:
+            active.remove(request)
+            self.stats.cancelled += 1
 
     def _drain(self, active: list[_Request]) -> None:
         """Take what else is waiting; wait a moment for company when the batch is not full."""
@@ -127,8 +165,7 @@ class TranscriptionService:
             for request in new:
                 self._isolate(request, lambda r: longform.detect_languages(self.model.net, r.jobs))
         for request in new:
-            if request.skip_translation and any(j.language == "en" for j in request.jobs):
-                request.jobs = [j for j in request.jobs if j.options.task != "translate"]
+            request.jobs = [job for job in request.jobs if request.plan.runs(job.options.task, job.language)]
         self.stats.requests += len(new)
 
     def _step(self, active: list[_Request], jobs: list[Job]) -> None:
@@ -166,8 +203,8 @@ def get_service() -> TranscriptionService:
     global _shared
     with _shared_lock:
         if _shared is None:
-            model = load_model(os.environ.get("WHISPER_MODEL") or None, os.environ.get("WHISPER_DEVICE") or None,
-                               int8=os.environ.get("WHISPER_INT8", "0").lower() in ("1", "true", "yes"))
+            model = load_model(environment.text("WHISPER_MODEL"), environment.text("WHISPER_DEVICE"),
+                               int8=environment.flag("WHISPER_INT8"))
             _shared = TranscriptionService(model)
             _shared.warm_up()
         return _shared

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ from . import transcribe as longform
 from .audio import load_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .loading import load_network, translation_unavailable
+from .options import TASKS, OptionsError, TranscribeOptions, make_options
+from .tasks import TaskPlan
 from .timing import add_word_timestamps
-from .transcribe import Audio, Job, ProgressCallback, make_options
+from .transcribe import Audio, Job, ProgressCallback
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
 
@@ -73,13 +76,34 @@ class SpeechModel:
         return [(layer, head) for layer in range(dims.n_text_layer // 2, dims.n_text_layer)
                 for head in range(dims.n_text_head)]
 
-    def job(self, audio: Audio, progress: ProgressCallback | None = None, **options) -> Job:
-        """A long-form run to step with others (see `transcribe.run`)."""
-        parsed = make_options(**options)
+    def plan(self, mode: str | Sequence[str], *, translate_english: bool = False) -> TaskPlan:
+        """Which of the asked tasks this model runs (see `TaskPlan`); raises ValueError for a wrong mode."""
+        return TaskPlan.make(mode, self.translation_unavailable, translate_english=translate_english)
+
+    def job(self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback | None = None) -> Job:
+        """A long-form run of `options.task` to step with others (see `transcribe.run`)."""
         aligner = None
-        if parsed.word_timestamps:
+        if options.word_timestamps:
             aligner = functools.partial(add_word_timestamps, net=self.net, alignment_heads=self.alignment_heads)
-        return Job(audio, parsed, self.tokenizer, progress, aligner=aligner)
+        return Job(audio, options, self.tokenizer, progress, aligner=aligner)
+
+    def jobs(self, audio: Audio, plan: TaskPlan, options: TranscribeOptions,
+             progress: ProgressCallback | None = None) -> list[Job]:
+        """One job for each task of the plan, over the same prepared audio."""
+        return [self.job(audio, options.for_task(task), progress) for task in plan.tasks]
+
+    def run(self, audio: AudioInput, plan: TaskPlan, options: TranscribeOptions,
+            progress: ProgressCallback | None = None) -> dict[str, dict | None]:
+        """The plan's tasks on `audio`, here and now (the service does the same for many callers at once):
+        {task: result}, None for a task not run. Both tasks advance in lockstep: a window both are at is
+        encoded once, and their decodes share batches."""
+        jobs = self.jobs(self.prepare(audio, vad_filter=options.vad_filter), plan, options, progress)
+        if plan.depends_on_language:
+            longform.detect_languages(self.net, jobs)
+            jobs = [job for job in jobs if plan.runs(job.options.task, job.language)]
+        results: dict[str, dict | None] = dict.fromkeys(TASKS)
+        results.update(zip([job.options.task for job in jobs], longform.run(self.net, jobs), strict=True))
+        return results
 
     def transcribe(self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options) -> dict:
         """Transcribe (or, with task="translate", translate to English) audio of any length.
@@ -87,29 +111,24 @@ class SpeechModel:
         Takes openai-whisper's keywords: task, language, temperature, beam_size, best_of, patience,
         length_penalty, initial_prompt, condition_on_previous_text, compression_ratio_threshold,
         logprob_threshold, no_speech_threshold, suppress_tokens, suppress_blank, without_timestamps,
-        word_timestamps, prepend_punctuations, append_punctuations.
+        word_timestamps, prepend_punctuations, append_punctuations, vad_filter,
+        hallucination_silence_threshold (OptionsError for a wrong one).
         Returns {"text", "segments", "language", "language_probs"}; a translation that this model cannot
         do returns no text and says why in "translation_unavailable".
         """
-        if options.get("task") == "translate" and not self.can_translate:
-            return self._not_translated()
-        job = self.job(self.prepare(audio, vad_filter=options.get("vad_filter", False)), progress, **options)
-        return longform.run(self.net, [job])[0]
+        parsed = make_options(**options)
+        result = self.run(audio, self.plan([parsed.task]), parsed, progress)[parsed.task]
+        return self._not_translated() if result is None else result
 
     def transcribe_and_translate(
         self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options
     ) -> dict:
-        """Both tasks in one run, each with the result it would get alone: the two loops advance in
-        lockstep, a window both are at is encoded once, and their decodes share batches."""
+        """Both tasks in one run, each with the result it would get alone (English speech is translated
+        too, as openai-whisper would); takes `transcribe`'s keywords but task."""
         if "task" in options:
-            raise TypeError("transcribe_and_translate runs both tasks; do not pass task")
-        if not self.can_translate:
-            return {"transcribe": self.transcribe(audio, progress=progress, **options),
-                    "translate": self._not_translated()}
-        prepared = self.prepare(audio, vad_filter=options.get("vad_filter", False))
-        jobs = [self.job(prepared, progress, task=task, **options) for task in ("transcribe", "translate")]
-        transcript, translation = longform.run(self.net, jobs)
-        return {"transcribe": transcript, "translate": translation}
+            raise OptionsError("transcribe_and_translate runs both tasks; do not pass task")
+        results = self.run(audio, self.plan("both", translate_english=True), make_options(**options), progress)
+        return {"transcribe": results["transcribe"], "translate": results["translate"] or self._not_translated()}
 
     @torch.inference_mode()
     def detect_language(self, audio: AudioInput) -> tuple[str, dict[str, float]]:

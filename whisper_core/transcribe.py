@@ -17,90 +17,21 @@ from .audio import (
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
+    TIMESTAMP_STEP,
     log_mel_spectrogram,
     pad_or_trim,
 )
-from .decoding import DecodingOptions, DecodingResult, decode_batch, detect_language, group_size
+from .decoding import DecodingOptions, DecodingResult, WindowRequest, decode_batch, detect_language, group_size
+from .inventions import Kept, Window, drop_inventions, last_word_end, unsure_scrap
 from .model import Whisper
-from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
-from .tokenizer import Tokenizer, normalize_language
+from .options import TranscribeOptions
+from .tokenizer import Tokenizer
 from .vad import SpeechMap, find_speech, keep_speech
 
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-# With voice activity detection: a window of less speech than this, that the model doubts (no-speech
-# probability and mean log-probability past these), is not transcribed.
-SHORT_SCRAP_S = 2.0
-PUNCTUATION = PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS
-UNSURE_NO_SPEECH = 0.3
-UNSURE_LOGPROB = -1.0
+FRAMES_PER_TIMESTAMP = round(TIMESTAMP_STEP * FRAMES_PER_SECOND)
 
 # (task, new segments, fraction of the audio done) after each window.
 ProgressCallback = Callable[[str, list[dict], float], None]
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """The long-form settings (openai-whisper's names and defaults)."""
-
-    task: str = "transcribe"
-    language: str | None = None
-    temperature: tuple[float, ...] = TEMPERATURES
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    condition_on_previous_text: bool = True
-    initial_prompt: str | None = None
-    beam_size: int | None = None
-    best_of: int | None = None
-    patience: float | None = None
-    length_penalty: float | None = None
-    suppress_tokens: str | list[int] | None = "-1"
-    suppress_blank: bool = True
-    without_timestamps: bool = False
-    max_initial_timestamp: float | None = 1.0
-    word_timestamps: bool = False
-    prepend_punctuations: str = PREPEND_PUNCTUATIONS
-    append_punctuations: str = APPEND_PUNCTUATIONS
-    vad_filter: bool = False  # skip stretches without speech (used when the audio is prepared)
-    hallucination_silence_threshold: float | None = None  # seconds; needs word_timestamps
-
-    def decoding_options(self, temperature: float, prompt: list[int], language: str) -> DecodingOptions:
-        """The window decode at one rung of the temperature ladder: beams at 0, samples above."""
-        sampling = temperature > 0
-        return DecodingOptions(
-            task=self.task,
-            language=language,
-            temperature=temperature,
-            best_of=self.best_of if sampling else None,
-            beam_size=None if sampling else self.beam_size,
-            patience=None if sampling else self.patience,
-            length_penalty=self.length_penalty,
-            prompt=prompt,
-            suppress_tokens=self.suppress_tokens,
-            suppress_blank=self.suppress_blank,
-            without_timestamps=self.without_timestamps,
-            max_initial_timestamp=self.max_initial_timestamp,
-        )
-
-
-def make_options(**kwargs) -> TranscribeOptions:
-    """TranscribeOptions from openai-whisper-style keywords; a single temperature becomes a ladder of one,
-    `beam_size=1` means greedy."""
-    temperature = kwargs.pop("temperature", TEMPERATURES)
-    if isinstance(temperature, int | float):
-        temperature = (float(temperature),)
-    kwargs["temperature"] = tuple(float(t) for t in temperature)
-    if kwargs.get("beam_size") == 1:
-        kwargs["beam_size"] = None
-    if "language" in kwargs:
-        kwargs["language"] = normalize_language(kwargs["language"])
-    unknown = set(kwargs) - set(TranscribeOptions.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    options = TranscribeOptions(**kwargs)
-    if options.task not in ("transcribe", "translate"):
-        raise ValueError(f"task must be 'transcribe' or 'translate', not {options.task!r}")
-    return options
 
 
 class Audio:
@@ -130,19 +61,19 @@ class Audio:
         return pad_or_trim(self.mel[:, seek : seek + size], N_FRAMES)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Pending:
     """The decode a job waits for: which window, at which rung of the temperature ladder."""
 
-    seek: int
-    size: int
+    window: Window
     rung: int
     options: DecodingOptions
 
 
 @dataclass
 class Job:
-    """One long-form run (one task over one audio), advanced window by window by a driver."""
+    """One long-form run (one task over one audio), advanced window by window by a driver. `seek` (the
+    frame the next window starts at) moves in one place, `_advance`, once a window's decode is taken."""
 
     audio: Audio
     options: TranscribeOptions
@@ -176,10 +107,10 @@ class Job:
     def next_decode(self) -> _Pending:
         """The window to decode now (a fallback retry keeps its window and climbs the ladder)."""
         if self.pending is None:
-            size = min(N_FRAMES, self.audio.content_frames - self.seek)
+            window = Window(self.seek, min(N_FRAMES, self.audio.content_frames - self.seek))
             prompt = self.all_tokens[self.prompt_reset_since :]
             options = self.options.decoding_options(self.options.temperature[0], prompt, self.language)
-            self.pending = _Pending(self.seek, size, 0, options)
+            self.pending = _Pending(window, 0, options)
         return self.pending
 
     def _needs_fallback(self, result: DecodingResult) -> bool:
@@ -203,51 +134,75 @@ class Job:
         if self._needs_fallback(result) and next_rung < len(self.options.temperature):
             t = self.options.temperature[next_rung]
             options = self.options.decoding_options(t, list(pending.options.prompt or []), self.language)
-            self.pending = _Pending(pending.seek, pending.size, next_rung, options)
+            self.pending = _Pending(pending.window, next_rung, options)
             return []
         self.pending = None
-        return self._advance(result, pending.seek, pending.size, features)
+        kept = self._window_segments(result, pending.window, features)
+        self.seek = kept.next_seek
+        if kept.segments is None:  # the window is skipped: nothing written, the prompt as it was
+            self._report([])
+            return []
+        self.segments.extend(kept.segments)
+        self.all_tokens.extend(t for s in kept.segments for t in s["tokens"])
+        if not self.options.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature window
+        self._report(kept.segments)
+        return kept.segments
 
-    def _advance(self, result: DecodingResult, window_seek: int, size: int, features: Tensor | None) -> list[dict]:
+    def _window_segments(self, result: DecodingResult, window: Window, features: Tensor | None) -> Kept:
+        """The segments a window's decode writes, and where the next window starts."""
         o = self.options
         silent = o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold and (
             o.logprob_threshold is None or result.avg_logprob <= o.logprob_threshold
         )
-        if silent or self._unsure_scrap(result, size):
-            self.seek += size  # nothing is written for this window
-            self._report([])
-            return []
+        if silent or (self.audio.speech is not None and unsure_scrap(result, window)):
+            return Kept(None, window.seek + window.size)  # nothing is written for this window
+        segments, next_seek, ends_on_timestamp = self._split(result, window)
+        if self.aligner is not None and features is not None:
+            kept = self._time_words(segments, features, window, next_seek, ends_on_timestamp)
+            if kept.segments is None:  # a likely invention after silence: the window is skipped past it
+                return kept
+            segments, next_seek = kept
+        for segment in segments:  # an instant or textless segment keeps its place but no text
+            if segment["start"] == segment["end"] or not segment["text"].strip():
+                segment["text"], segment["tokens"] = "", []
+                if "words" in segment:
+                    segment["words"] = []
+            if self.audio.speech is not None:
+                _to_original_times(segment, self.audio.original_time)
+        return Kept(segments, next_seek)
+
+    def _split(self, result: DecodingResult, window: Window) -> tuple[list[dict], int, bool]:
+        """Cut the tokens into segments at consecutive timestamps. Returns the segments, the seek after
+        them (the window's end, or the last complete segment's end when the text runs on) and whether the
+        text ends on a single timestamp (it ends at a pause, not mid-speech)."""
         ts_begin = self.tokenizer.timestamp_begin
         tokens = result.tokens
-        time_offset = self.seek * HOP_LENGTH / SAMPLE_RATE
-        precision = 2 * HOP_LENGTH / SAMPLE_RATE  # seconds per audio token
         is_ts = [t >= ts_begin for t in tokens]
-        single_timestamp_ending = is_ts[-2:] == [False, True]
+        ends_on_timestamp = is_ts[-2:] == [False, True]
         consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
         pieces: list[tuple[float, float, list[int]]] = []
+        next_seek = window.seek + window.size
         if consecutive:
-            slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+            slices = consecutive + ([len(tokens)] if ends_on_timestamp else [])
             last = 0
             for cut in slices:
                 piece = tokens[last:cut]
-                pieces.append((time_offset + (piece[0] - ts_begin) * precision,
-                               time_offset + (piece[-1] - ts_begin) * precision, piece))
+                pieces.append((window.start + (piece[0] - ts_begin) * TIMESTAMP_STEP,
+                               window.start + (piece[-1] - ts_begin) * TIMESTAMP_STEP, piece))
                 last = cut
-            if single_timestamp_ending:
-                self.seek += size
-            else:
-                self.seek += (tokens[last - 1] - ts_begin) * 2  # to the last complete segment's end
+            if not ends_on_timestamp:
+                next_seek = window.seek + (tokens[last - 1] - ts_begin) * FRAMES_PER_TIMESTAMP
         else:
-            duration = size * HOP_LENGTH / SAMPLE_RATE
+            duration = window.duration
             stamps = [t for t in tokens if t >= ts_begin]
             if stamps and stamps[-1] != ts_begin:
-                duration = (stamps[-1] - ts_begin) * precision
-            pieces.append((time_offset, time_offset + duration, tokens))
-            self.seek += size
-        new_segments = [
+                duration = (stamps[-1] - ts_begin) * TIMESTAMP_STEP
+            pieces.append((window.start, window.start + duration, tokens))
+        segments = [
             {
                 "id": len(self.segments) + n,
-                "seek": window_seek,
+                "seek": window.seek,
                 "start": start,
                 "end": end,
                 "text": self.tokenizer.decode(piece),
@@ -259,105 +214,34 @@ class Job:
             }
             for n, (start, end, piece) in enumerate(pieces)
         ]
-        if self.aligner is not None and features is not None:
-            kept = self._time_words(new_segments, features, window_seek, size, single_timestamp_ending)
-            if kept is None:  # a likely invention after silence: the window is skipped past the silence
-                self._report([])
-                return []
-            new_segments = kept
-        for segment in new_segments:  # an instant or textless segment keeps its place but no text
-            if segment["start"] == segment["end"] or not segment["text"].strip():
-                segment["text"], segment["tokens"] = "", []
-                if "words" in segment:
-                    segment["words"] = []
-            if self.audio.speech is not None:
-                _to_original_times(segment, self.audio.original_time)
-        self.segments.extend(new_segments)
-        self.all_tokens.extend(t for s in new_segments for t in s["tokens"])
-        if not o.condition_on_previous_text or result.temperature > 0.5:
-            self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature window
-        self._report(new_segments)
-        return new_segments
-
-    def _unsure_scrap(self, result: DecodingResult, size: int) -> bool:
-        """With the detector on, a window holding only a short scrap of "speech" (a laugh, a cough) that
-        the model both doubts is speech and is unsure of: what it would write is invented."""
-        if self.audio.speech is None:
-            return False
-        return (
-            size * HOP_LENGTH / SAMPLE_RATE < SHORT_SCRAP_S
-            and result.no_speech_prob > UNSURE_NO_SPEECH
-            and result.avg_logprob < UNSURE_LOGPROB
-        )
+        return segments, next_seek, ends_on_timestamp
 
     def _time_words(
-        self, segments: list[dict], features: Tensor, window_seek: int, size: int, single_timestamp_ending: bool
-    ) -> list[dict] | None:
+        self, segments: list[dict], features: Tensor, window: Window, next_seek: int, ends_on_timestamp: bool
+    ) -> Kept:
         """Words with their times; the next window then starts at the last word's end, which is more
-        precise than the last timestamp token. With `hallucination_silence_threshold`, text that looks
-        invented (improbable, too short or too long words) and is surrounded by silence is dropped;
-        None means the whole window is skipped."""
-        time_offset = window_seek * HOP_LENGTH / SAMPLE_RATE
-        self.aligner(segments=segments, tokenizer=self.tokenizer, audio_features=features[None], num_frames=size,
-                     last_speech_timestamp=self.last_speech_timestamp,
+        precise than the last timestamp token. With `hallucination_silence_threshold`, the no-invented-text
+        rules may drop text or the whole window."""
+        self.aligner(segments=segments, tokenizer=self.tokenizer, audio_features=features[None],
+                     num_frames=window.size, last_speech_timestamp=self.last_speech_timestamp,
                      prepend_punctuations=self.options.prepend_punctuations,
                      append_punctuations=self.options.append_punctuations)
         if self.options.task == "translate":
             for segment in segments:
                 for word in segment["words"]:
                     word["approximate"] = True  # English words over foreign speech: times are a guess
-        last_end = _last_word_end(segments)
-        if not single_timestamp_ending and last_end is not None and last_end > time_offset:
-            self.seek = round(last_end * FRAMES_PER_SECOND)
+        last_end = last_word_end(segments)
+        if not ends_on_timestamp and last_end is not None and last_end > window.start:
+            next_seek = round(last_end * FRAMES_PER_SECOND)
+        kept = Kept(segments, next_seek)
         threshold = self.options.hallucination_silence_threshold
         if threshold is not None:
-            kept = self._drop_inventions(segments, window_seek, size, single_timestamp_ending, threshold)
-            if kept is None:
-                return None
-            segments = kept
-        last_end = _last_word_end(segments)
-        if last_end is not None:
+            kept = drop_inventions(segments, window, next_seek=next_seek, ends_on_timestamp=ends_on_timestamp,
+                                   threshold=threshold, last_speech_end=self.last_speech_timestamp,
+                                   content_frames=self.audio.content_frames)
+        if kept.segments is not None and (last_end := last_word_end(kept.segments)) is not None:
             self.last_speech_timestamp = last_end
-        return segments
-
-    def _drop_inventions(
-        self, segments: list[dict], window_seek: int, size: int, single_timestamp_ending: bool, threshold: float
-    ) -> list[dict] | None:
-        time_offset = window_seek * HOP_LENGTH / SAMPLE_RATE
-        window_end = (window_seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE
-        last_end = _last_word_end(segments)
-        if not single_timestamp_ending and last_end is not None and last_end > time_offset:
-            # after a long silence at the window's end, the next window starts right after the speech
-            self.seek = round(last_end * FRAMES_PER_SECOND) if window_end - last_end > threshold else window_seek + size
-        first = next((seg for seg in segments if seg["words"]), None)
-        if _looks_invented(first) and first["start"] - time_offset > threshold:
-            self.seek = window_seek + round((first["start"] - time_offset) * FRAMES_PER_SECOND)
-            return None
-        previous_end = self.last_speech_timestamp
-        for i, segment in enumerate(segments):
-            if not segment["words"]:
-                continue
-            if _looks_invented(segment):
-                following = next((seg for seg in segments[i + 1 :] if seg["words"]), None)
-                window_speech_end = time_offset + size * HOP_LENGTH / SAMPLE_RATE
-                next_start = following["words"][0]["start"] if following else window_speech_end
-                silence_before = (
-                    segment["start"] - previous_end > threshold
-                    or segment["start"] < threshold
-                    or segment["start"] - time_offset < 2.0
-                )
-                silence_after = (
-                    next_start - segment["end"] > threshold
-                    or _looks_invented(following)
-                    or window_end - segment["end"] < 2.0
-                )
-                if silence_before and silence_after:
-                    self.seek = round(max(time_offset + 1, segment["start"]) * FRAMES_PER_SECOND)
-                    if self.audio.duration - segment["end"] < threshold:
-                        self.seek = self.audio.content_frames
-                    return segments[:i]
-            previous_end = segment["end"]
-        return segments
+        return kept
 
     def _report(self, new_segments: list[dict]) -> None:
         if self.progress is not None:
@@ -411,12 +295,12 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
     pending = [(job, job.next_decode()) for job in jobs]
     to_encode: dict[tuple[int, int], tuple[Audio, _Pending]] = {}
     for job, p in pending:
-        if p.seek not in job.audio.features:
-            to_encode[(id(job.audio), p.seek)] = (job.audio, p)
+        if p.window.seek not in job.audio.features:
+            to_encode[(id(job.audio), p.window.seek)] = (job.audio, p)
     if to_encode:
-        windows = torch.stack([audio.window(p.seek, p.size) for audio, p in to_encode.values()])
+        windows = torch.stack([audio.window(p.window.seek, p.window.size) for audio, p in to_encode.values()])
         for (audio, p), feats in zip(to_encode.values(), net.encoder(windows.to(net.dtype)), strict=True):
-            audio.features[p.seek] = feats
+            audio.features[p.window.seek] = feats
     batches: dict[tuple[float, int], list[tuple[Job, _Pending]]] = {}
     for job, p in pending:
         batches.setdefault((p.options.temperature, group_size(p.options)), []).append((job, p))
@@ -424,12 +308,13 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
         # The jobs at one window (the two tasks of an input) side by side, the window's features once.
         by_window: dict[tuple[int, int], list[tuple[Job, _Pending]]] = {}
         for job, p in batch:
-            by_window.setdefault((id(job.audio), p.seek), []).append((job, p))
+            by_window.setdefault((id(job.audio), p.window.seek), []).append((job, p))
         members = [member for group in by_window.values() for member in group]
-        features = torch.stack([group[0][0].audio.features[group[0][1].seek] for group in by_window.values()])
-        requests = [(w, p.options, job.tokenizer) for w, group in enumerate(by_window.values()) for job, p in group]
+        features = torch.stack([group[0][0].audio.features[group[0][1].window.seek] for group in by_window.values()])
+        requests = [WindowRequest(w, p.options, job.tokenizer)
+                    for w, group in enumerate(by_window.values()) for job, p in group]
         for (job, p), result in zip(members, decode_batch(net, features, requests), strict=True):
-            job.accept(result, job.audio.features[p.seek] if job.aligner else None)
+            job.accept(result, job.audio.features[p.window.seek] if job.aligner else None)
     for audio in {id(job.audio): job.audio for job in jobs}.values():
         needed = {job.seek for job in jobs if job.audio is audio and not job.done}
         for seek in list(audio.features):
@@ -455,28 +340,3 @@ def _to_original_times(segment: dict, to_original: Callable[[float], float]) -> 
     for word in segment.get("words", []):
         word["start"] = round(to_original(word["start"]), 3)
         word["end"] = round(to_original(word["end"]), 3)
-
-
-def _last_word_end(segments: list[dict]) -> float | None:
-    ends = [w["end"] for s in segments for w in s.get("words", [])]
-    return ends[-1] if ends else None
-
-
-def _word_anomaly(word: dict) -> float:
-    """How unlike spoken words this word is: improbable, implausibly short or long."""
-    duration = word["end"] - word["start"]
-    score = 1.0 if word.get("probability", 0.0) < 0.15 else 0.0
-    if duration < 0.133:
-        score += (0.133 - duration) * 15
-    if duration > 2.0:
-        score += duration - 2.0
-    return score
-
-
-def _looks_invented(segment: dict | None) -> bool:
-    """The first words of a segment are mostly anomalous (the reference's hallucination heuristic)."""
-    if segment is None or not segment["words"]:
-        return False
-    words = [w for w in segment["words"] if w["word"] not in PUNCTUATION][:8]
-    score = sum(_word_anomaly(w) for w in words)
-    return score >= 3 or score + 0.01 >= len(words)

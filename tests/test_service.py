@@ -1,0 +1,70 @@
+"""The shared service on real speech: a request streams its progress and then its results, a visitor who
+leaves frees the batches, and the plan decides what runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from whisper_core.audio import load_audio
+from whisper_core.metrics import error_rate
+from whisper_core.options import make_options
+from whisper_core.service import Finished, Progress, TranscriptionService
+
+GREEDY = make_options(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def service(model) -> TranscriptionService:
+    return TranscriptionService(model)
+
+
+def _wait(condition, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_request_streams_its_windows_then_the_results(service, model, shared, manifest):
+    entry = next(e for e in manifest if e["file"] == "fr_sous_le_consulat.wav")
+    audio = load_audio(str(shared / "audio" / entry["file"]))
+    events = list(service.stream(audio, model.plan("both"), GREEDY))
+    assert isinstance(events[-1], Finished) and all(isinstance(e, Progress) for e in events[:-1])
+    results = events[-1].results
+    streamed = {task: [s for e in events[:-1] if e.task == task for s in e.segments] for task in ("transcribe",
+                                                                                                  "translate")}
+    assert streamed["transcribe"] == results["transcribe"]["segments"]
+    assert streamed["translate"] == results["translate"]["segments"]
+    assert [e.fraction for e in events[:-1] if e.task == "transcribe"][-1] == 1.0
+    assert error_rate(entry["reference"], results["transcribe"]["text"], "fr") < 0.2
+    alone = model.transcribe(audio, temperature=0.0)
+    assert results["transcribe"]["text"] == alone["text"] and results["transcribe"]["language"] == "fr"
+    assert [(s["start"], s["end"]) for s in results["transcribe"]["segments"]] == [
+        (s["start"], s["end"]) for s in alone["segments"]]
+
+
+def test_english_speech_is_not_translated_twice_unless_translation_alone_was_asked(service, model, shared):
+    audio = load_audio(str(shared / "audio" / "en_jfk_ask_not.flac"))
+    both = service.submit(audio, model.plan("both"), GREEDY)
+    assert both["translate"] is None and "country" in both["transcribe"]["text"]
+    alone = service.submit(audio, model.plan("translate"), GREEDY)
+    assert alone["transcribe"] is None and "country" in alone["translate"]["text"]
+
+
+def test_a_closed_stream_leaves_the_batches_and_others_go_on(service, model, shared):
+    long_audio = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))
+    cancelled_before = service.stats.cancelled
+    stream = service.stream(long_audio, model.plan("both"), GREEDY)
+    first = next(stream)
+    assert isinstance(first, Progress) and first.fraction < 0.5
+    stream.close()  # what Gradio does when the visitor leaves
+    assert _wait(lambda: service.stats.cancelled == cancelled_before + 1)
+    windows = service.stats.windows
+    time.sleep(2.0)
+    assert service.stats.windows == windows  # nothing more decoded for it
+    short = load_audio(str(shared / "audio" / "en_jfk_ask_not.flac"))
+    assert "country" in service.submit(short, model.plan("transcribe"), GREEDY)["transcribe"]["text"]
