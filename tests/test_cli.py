@@ -65,3 +65,14 @@ def test_cli_other_schemes_are_refused_as_links(tmp_path):
     proc = _run("ftp://example.org/a.mp3", "--output_dir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 1
     assert "Only http:// and https:// links" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_batched_long_form(shared, tmp_path):
+    """Two greetings 30 s apart: two chunks, each with the input's times."""
+    proc = _run(str(shared / "audio" / "fr_bonjour_long_silence.mp3"), "--batch_size", "4", "--beam_size", "1",
+                "--language", "fr", "--temperature_increment_on_fallback", "None", "--output_format", "json",
+                "--output_dir", str(tmp_path), "--verbose", "False", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = __import__("json").loads((tmp_path / "fr_bonjour_long_silence.json").read_text())
+    assert result["language"] == "fr" and result["text"].lower().count("bonjour") == 2
+    assert result["segments"][0]["start"] < 2 and result["segments"][-1]["start"] > 30

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="words per subtitle line (needs --word_timestamps True)")
     p.add_argument("--vad_filter", type=_str2bool, default=False,
                    help="skip stretches without speech (voice activity detection) before decoding")
+    p.add_argument("--batch_size", type=_optional_int, default=None,
+                   help="batched long-form: cut the speech at its pauses (voice detection) and decode this many "
+                   "30-s chunks at once, each on its own")
     p.add_argument("--hallucination_silence_threshold", type=_optional_float, default=None,
                    help="with word timestamps: drop text that looks invented after this many seconds of silence")
     p.add_argument("--int8", type=_str2bool, default=False,
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
             word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
             append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
-            hallucination_silence_threshold=args.hallucination_silence_threshold,
+            hallucination_silence_threshold=args.hallucination_silence_threshold, batch_size=args.batch_size,
         )
         model = load_model(args.model, args.device, download_root=args.model_dir, int8=args.int8)
     except (OptionsError, CheckpointError, ValueError) as e:

@@ -43,6 +43,7 @@ class TranscribeOptions:
     append_punctuations: str = APPEND_PUNCTUATIONS
     vad_filter: bool = False  # skip stretches without speech (used when the audio is prepared)
     hallucination_silence_threshold: float | None = None  # seconds; needs word_timestamps
+    batch_size: int | None = None  # decode the speech cut at its pauses, this many chunks at once
 
     def for_task(self, task: str) -> TranscribeOptions:
         """The same settings for another task (the two tasks of one input share everything else)."""
@@ -97,6 +98,8 @@ def check(options: TranscribeOptions) -> None:
         raise OptionsError("temperature needs at least one value")
     if options.beam_size is not None and options.beam_size < 1:
         raise OptionsError(f"beam_size must be 1 or more, not {options.beam_size}")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise OptionsError(f"batch_size must be 1 or more, not {options.batch_size}")
     if options.best_of is not None and options.best_of < 1:
         raise OptionsError(f"best_of must be 1 or more, not {options.best_of}")
     for temperature in options.temperature:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,13 +11,15 @@ import numpy as np
 import torch
 
 from . import transcribe as longform
-from .audio import load_audio
+from .audio import N_SAMPLES, load_audio
+from .chunks import ChunkedRun, chunk_map, speech_chunks
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .loading import load_network, translation_unavailable
 from .options import TASKS, OptionsError, TranscribeOptions, make_options
 from .tasks import TaskPlan
 from .timing import add_word_timestamps
 from .transcribe import Audio, Job, ProgressCallback
+from .vad import SpeechMap, keep_speech
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
 
@@ -97,12 +100,56 @@ class SpeechModel:
         """The plan's tasks on `audio`, here and now (the service does the same for many callers at once):
         {task: result}, None for a task not run. Both tasks advance in lockstep: a window both are at is
         encoded once, and their decodes share batches."""
+        if options.batch_size:
+            return self._run_chunked(audio, plan, options, progress)
         jobs = self.jobs(self.prepare(audio, vad_filter=options.vad_filter), plan, options, progress)
         if plan.depends_on_language:
             longform.detect_languages(self.net, jobs)
             jobs = [job for job in jobs if plan.runs(job.options.task, job.language)]
         results: dict[str, dict | None] = dict.fromkeys(TASKS)
         results.update(zip([job.options.task for job in jobs], longform.run(self.net, jobs), strict=True))
+        return results
+
+    def chunked(self, audio: AudioInput, plan: TaskPlan, options: TranscribeOptions,
+                progress: ProgressCallback | None = None) -> ChunkedRun:
+        """The jobs of batched long-form: one per chunk of speech and task, each chunk decoded on its own
+        (no previous-text prompt; the initial prompt kept), in the language of the first 30 s of speech
+        unless one is given."""
+        samples = load_audio(str(audio)) if isinstance(audio, str | Path) else audio
+        samples = samples.cpu().numpy() if torch.is_tensor(samples) else np.asarray(samples, dtype=np.float32)
+        spans = speech_chunks(samples)
+        run = ChunkedRun(spans, progress)
+        each = dataclasses.replace(options, condition_on_previous_text=False, vad_filter=False)
+        for chunk, span in enumerate(spans):
+            prepared = Audio(samples, self.net.dims.n_mels, self.device, speech=chunk_map(span, len(samples)))
+            run.jobs[chunk] = [self.job(prepared, each.for_task(task), run.reporter(chunk)) for task in plan.tasks]
+        if spans and options.language is None and self.is_multilingual:
+            # The first 30 s of speech, as sequential decoding with the detector would hear them: a first
+            # chunk may hold only a word or two.
+            found = self.detect_language(keep_speech(samples, SpeechMap(tuple(spans), len(samples)))[:N_SAMPLES])
+            for jobs in run.jobs:
+                for job in jobs:
+                    job.audio.language = found
+        longform.detect_languages(self.net, run.all_jobs)
+        run.keep(lambda job: plan.runs(job.options.task, job.language))
+        return run
+
+    def _run_chunked(self, audio: AudioInput, plan: TaskPlan, options: TranscribeOptions,
+                     progress: ProgressCallback | None) -> dict[str, dict | None]:
+        """`run` in batched mode: up to `options.batch_size` chunks step together; as one finishes the
+        next takes its place."""
+        run = self.chunked(audio, plan, options, progress)
+        waiting = [jobs for jobs in run.jobs if jobs]
+        active: list[list[Job]] = []
+        while waiting or active:
+            while waiting and len(active) < options.batch_size:
+                active.append(waiting.pop(0))
+            longform.step(self.net, [job for jobs in active for job in jobs])
+            active = [jobs for jobs in active if not all(job.done for job in jobs)]
+        results: dict[str, dict | None] = dict.fromkeys(TASKS)
+        for task in plan.tasks:
+            if not run.spans or any(job.options.task == task for job in run.all_jobs):
+                results[task] = run.result(task)
         return results
 
     def transcribe(self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options) -> dict:
@@ -112,7 +159,7 @@ class SpeechModel:
         length_penalty, initial_prompt, condition_on_previous_text, compression_ratio_threshold,
         logprob_threshold, no_speech_threshold, suppress_tokens, suppress_blank, without_timestamps,
         word_timestamps, prepend_punctuations, append_punctuations, vad_filter,
-        hallucination_silence_threshold (OptionsError for a wrong one).
+        hallucination_silence_threshold, batch_size (OptionsError for a wrong one).
         Returns {"text", "segments", "language", "language_probs"}; a translation that this model cannot
         do returns no text and says why in "translation_unavailable".
         """

@@ -38,12 +38,13 @@ class Audio:
     """One input's log-mel (with a window of padding, so the last window is whole) and its windows'
     encoder outputs, kept so that both tasks and fallback retries encode a window once."""
 
-    def __init__(self, audio: np.ndarray | Tensor, n_mels: int, device: torch.device, *, vad_filter: bool = False):
-        self.speech: SpeechMap | None = None
-        if vad_filter:  # decode the speech alone; times are mapped back when segments are made
+    def __init__(self, audio: np.ndarray | Tensor, n_mels: int, device: torch.device, *, vad_filter: bool = False,
+                 speech: SpeechMap | None = None):
+        if vad_filter or speech is not None:  # decode the speech alone; times are mapped back in segments
             audio = audio.cpu().numpy() if torch.is_tensor(audio) else np.asarray(audio, dtype=np.float32)
-            self.speech = find_speech(audio)
-            audio = keep_speech(audio, self.speech)
+            speech = speech or find_speech(audio)
+            audio = keep_speech(audio, speech)
+        self.speech = speech
         self.mel = log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES, device=device)
         self.content_frames = self.mel.shape[-1] - N_FRAMES
         self.features: dict[int, Tensor] = {}

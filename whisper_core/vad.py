@@ -50,8 +50,11 @@ class SpeechMap:
         return float(min(original, self.spans[i][1], self.original_samples) / SAMPLE_RATE)
 
 
-def find_speech(audio: np.ndarray) -> SpeechMap:
-    """The stretches of `audio` (16 kHz mono float32) that hold speech."""
+def find_speech(audio: np.ndarray, *, min_silence_ms: int = MIN_SILENCE_MS,
+                max_speech_s: float = float("inf")) -> SpeechMap:
+    """The stretches of `audio` (16 kHz mono float32) that hold speech: pauses shorter than
+    `min_silence_ms` stay inside a stretch, and a stretch longer than `max_speech_s` is split at its last
+    pause before that length (the detector's own rule), or cut there when it has none."""
     from silero_vad import get_speech_timestamps
 
     with _lock:
@@ -61,7 +64,8 @@ def find_speech(audio: np.ndarray) -> SpeechMap:
             threshold=THRESHOLD,
             sampling_rate=SAMPLE_RATE,
             min_speech_duration_ms=MIN_SPEECH_MS,
-            min_silence_duration_ms=MIN_SILENCE_MS,
+            min_silence_duration_ms=min_silence_ms,
+            max_speech_duration_s=max_speech_s,
             speech_pad_ms=SPEECH_PAD_MS,
         )
     return SpeechMap(tuple((int(s["start"]), int(s["end"])) for s in found), len(audio))
