@@ -85,3 +85,18 @@ def test_hallucination_threshold_keeps_real_speech(model, shared):
                               word_timestamps=True, hallucination_silence_threshold=2.0, vad_filter=True)
     spoken = [s for s in result["segments"] if s["text"].strip()]
     assert spoken and all(not (s["start"] > 5.0 and s["end"] < 31.0) for s in spoken)
+
+
+def test_the_detector_leaves_torch_its_threads():
+    """silero_vad sets torch to one thread when first imported; every decode after a detection would then
+    run on one core. A fresh process, so that the first import is this one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import numpy, torch; torch.set_num_threads(2); from whisper_core.vad import find_speech; "
+              "find_speech(numpy.zeros(16000, dtype=numpy.float32)); print(torch.get_num_threads())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "2"

@@ -22,10 +22,15 @@ _lock = threading.Lock()  # the detector keeps state between calls: one user at 
 
 
 @functools.lru_cache(maxsize=1)
-def _detector():
-    from silero_vad import load_silero_vad
+def _silero():
+    """silero_vad's module and its model. Importing the package sets torch to one thread for the whole
+    process (a line at its top); the count torch had is put back, or every decode after the first
+    voice detection would run on one core."""
+    threads = torch.get_num_threads()
+    import silero_vad
 
-    return load_silero_vad()
+    torch.set_num_threads(threads)
+    return silero_vad, silero_vad.load_silero_vad()
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,11 @@ def find_speech(audio: np.ndarray, *, min_silence_ms: int = MIN_SILENCE_MS,
     """The stretches of `audio` (16 kHz mono float32) that hold speech: pauses shorter than
     `min_silence_ms` stay inside a stretch, and a stretch longer than `max_speech_s` is split at its last
     pause before that length (the detector's own rule), or cut there when it has none."""
-    from silero_vad import get_speech_timestamps
-
+    silero, detector = _silero()
     with _lock:
-        found = get_speech_timestamps(
+        found = silero.get_speech_timestamps(
             torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-            _detector(),
+            detector,
             threshold=THRESHOLD,
             sampling_rate=SAMPLE_RATE,
             min_speech_duration_ms=MIN_SPEECH_MS,
