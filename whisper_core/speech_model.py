@@ -83,12 +83,13 @@ class SpeechModel:
         """Which of the asked tasks this model runs (see `TaskPlan`); raises ValueError for a wrong mode."""
         return TaskPlan.make(mode, self.translation_unavailable, translate_english=translate_english)
 
-    def job(self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback | None = None) -> Job:
+    def job(self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback | None = None, *,
+            one_pass: bool = False) -> Job:
         """A long-form run of `options.task` to step with others (see `transcribe.run`)."""
         aligner = None
         if options.word_timestamps:
             aligner = functools.partial(add_word_timestamps, net=self.net, alignment_heads=self.alignment_heads)
-        return Job(audio, options, self.tokenizer, progress, aligner=aligner)
+        return Job(audio, options, self.tokenizer, progress, aligner=aligner, one_pass=one_pass)
 
     def jobs(self, audio: Audio, plan: TaskPlan, options: TranscribeOptions,
              progress: ProgressCallback | None = None) -> list[Job]:
@@ -122,7 +123,8 @@ class SpeechModel:
         each = dataclasses.replace(options, condition_on_previous_text=False, vad_filter=False)
         for chunk, span in enumerate(spans):
             prepared = Audio(samples, self.net.dims.n_mels, self.device, speech=chunk_map(span, len(samples)))
-            run.jobs[chunk] = [self.job(prepared, each.for_task(task), run.reporter(chunk)) for task in plan.tasks]
+            run.jobs[chunk] = [self.job(prepared, each.for_task(task), run.reporter(chunk), one_pass=True)
+                               for task in plan.tasks]
         if spans and options.language is None and self.is_multilingual:
             # The first 30 s of speech, as sequential decoding with the detector would hear them: a first
             # chunk may hold only a word or two.

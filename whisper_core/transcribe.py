@@ -90,6 +90,9 @@ class Job:
     last_speech_timestamp: float = 0.0
     language: str | None = None
     language_probs: dict[str, float] | None = None
+    # Batched long-form: the audio is one chunk cut at pauses, decoded in one pass (its text is all taken,
+    # never re-decoded from its last timestamp).
+    one_pass: bool = False
 
     def __post_init__(self) -> None:
         if self.options.initial_prompt:
@@ -192,7 +195,12 @@ class Job:
                 pieces.append((window.start + (piece[0] - ts_begin) * TIMESTAMP_STEP,
                                window.start + (piece[-1] - ts_begin) * TIMESTAMP_STEP, piece))
                 last = cut
-            if not ends_on_timestamp:
+            rest = tokens[last:]
+            if not ends_on_timestamp and self.one_pass and any(not ts for ts in is_ts[last:]):
+                # A chunk ends in a pause: text left open at its end runs to the end, not decoded again.
+                pieces.append((window.start + (rest[0] - ts_begin) * TIMESTAMP_STEP, window.speech_end, rest))
+                ends_on_timestamp = True
+            elif not ends_on_timestamp:
                 next_seek = window.seek + (tokens[last - 1] - ts_begin) * FRAMES_PER_TIMESTAMP
         else:
             duration = window.duration
