@@ -1,16 +1,18 @@
 """Accuracy against human references: `python -m whisper_core.accuracy AUDIO_DIR` reads AUDIO_DIR's
 manifest.json (file, language, reference, english, reference_kind per entry), transcribes and translates
 every file, and prints WER (CER for languages written without spaces) per file and per language, with the
-voice detector off (the reference's behaviour) and on."""
+voice detector off (the reference's behaviour) and on, after the normalizer the Whisper paper uses for each
+language; the last line names them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections import defaultdict
+from importlib.metadata import version
 from pathlib import Path
 
-from .metrics import error_counts, rate
+from .metrics import error_counts, normalizer_name, rate
 from .speech_model import load_model
 
 
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     entries = json.loads((args.audio_dir / "manifest.json").read_text())
     model = load_model(int8=args.int8)
     rows = []
+    scored_by: dict[str, set[str]] = defaultdict(set)  # normalizer -> languages it scored
     per_language: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
     pooled: dict[tuple[str, bool], list[int]] = defaultdict(lambda: [0, 0])  # (task, vad) -> [edits, units]
     for entry in entries:
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                     cells.append("—")
                     continue
                 edits, units = error_counts(reference, both[task]["text"], language)
+                scored_by[normalizer_name(language)].add(language)
                 score = rate(edits, units)
                 cells.append(f"{100 * score:.1f}")
                 if entry["reference_kind"] == "human":
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     cells = [f"{100 * rate(*pooled[(task, vad)]):.1f}" if pooled[(task, vad)][1] else "—"
              for vad in (False, True) for task in ("transcribe", "translate")]
     print("| all words (pooled) | " + " | ".join(cells) + " |")
+    names = "; ".join(f"{name} for {', '.join(sorted(languages))}" for name, languages in sorted(scored_by.items()))
+    print(f"\nNormalized by whisper-normalizer {version('whisper-normalizer')} ({names}), "
+          f"scored by jiwer {version('jiwer')}.")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,46 @@
-"""Word and character error rates, for the accuracy table and the parity checks."""
+"""Word and character error rates, scored the way the Whisper paper scores them: its text normalizers
+(the `whisper-normalizer` package), then jiwer's alignment."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
+from collections.abc import Callable
 
-# Languages written without spaces between words: scored per character.
+import jiwer
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+# Languages written without spaces between words: scored per character, as the paper scores them.
 CHARACTER_SCORED = {"ja", "zh", "yue", "th", "lo", "my"}
 
+_NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "EnglishTextNormalizer": EnglishTextNormalizer(),
+    "BasicTextNormalizer": BasicTextNormalizer(),
+    "BasicTextNormalizer(split_letters=True)": BasicTextNormalizer(split_letters=True),
+}
 
-def normalize_text(text: str) -> str:
-    """Case, punctuation and spacing folded, so that only the words are compared."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"[^\w\s']|_", " ", text)
-    return " ".join(text.split())
+
+def normalizer_name(language: str | None) -> str:
+    """Which of Whisper's normalizers scores `language`: the English one (spellings, numbers, titles and
+    contractions folded) for English; the basic one elsewhere and when the language is not known, split into
+    letters where words have no spaces, so that a word error rate over them is the character error rate."""
+    if language == "en":
+        return "EnglishTextNormalizer"
+    if language in CHARACTER_SCORED:
+        return "BasicTextNormalizer(split_letters=True)"
+    return "BasicTextNormalizer"
 
 
-def _edit_distance(ref: list[str], hyp: list[str]) -> int:
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1]
+def normalize_text(text: str, language: str | None = None) -> str:
+    """The text as the scoring compares it: only the words (or letters) are left."""
+    return _NORMALIZERS[normalizer_name(language)](text).strip()
 
 
 def error_counts(reference: str, hypothesis: str, language: str | None = None) -> tuple[int, int]:
     """(edits, reference units): words, or characters for languages written without spaces. Summed
     over files they give a pooled rate, which a 5-word clip cannot swing the way it swings a mean."""
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if language in CHARACTER_SCORED:
-        ref_units, hyp_units = list(ref.replace(" ", "")), list(hyp.replace(" ", ""))
-    else:
-        ref_units, hyp_units = ref.split(), hyp.split()
-    return _edit_distance(ref_units, hyp_units), len(ref_units)
+    counts = jiwer.process_words(normalize_text(reference, language), normalize_text(hypothesis, language))
+    edits = counts.substitutions + counts.deletions + counts.insertions
+    return edits, counts.substitutions + counts.deletions + counts.hits
 
 
 def rate(edits: int, units: int) -> float:
