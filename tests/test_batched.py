@@ -81,3 +81,23 @@ def test_progress_comes_in_time_order_while_batches_finish_in_any(model, shared)
 def test_silence_gives_no_chunks_and_no_text(model, shared):
     audio = load_audio(str(shared / "audio" / "nonspeech_steady_noise.wav"))
     assert model.transcribe(audio, temperature=0.0, batch_size=8)["text"].strip() == ""
+
+
+def test_language_per_chunk_follows_a_talk_that_switches_language(model, shared):
+    import numpy as np
+
+    english = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))[: 40 * SAMPLE_RATE]
+    french = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: 40 * SAMPLE_RATE]
+    talk = np.concatenate([english, np.zeros(SAMPLE_RATE, dtype=np.float32), french])
+    switched = model.transcribe_and_translate(talk, temperature=0.0, batch_size=4, language_per_chunk=True)
+    segments = switched["transcribe"]["segments"]
+    assert {s["language"] for s in segments if s["end"] < 30} == {"en"}
+    assert {s["language"] for s in segments if s["start"] > 50} == {"fr"}
+    assert "smartphone" in " ".join(s["text"] for s in segments if s["start"] > 41).lower()
+    # The translation holds the English part as it was said and the French part in English.
+    translated = switched["translate"]["segments"]
+    assert {s["language"] for s in translated if s["end"] < 30} == {"en"}
+    assert any(s["start"] > 50 and s["language"] == "fr" for s in translated)
+    assert "printing" in switched["translate"]["text"].lower()
+    one = model.transcribe(talk, temperature=0.0, batch_size=4)
+    assert one["language"] == "en" and all("language" not in s for s in one["segments"])

@@ -68,3 +68,30 @@ def test_a_closed_stream_leaves_the_batches_and_others_go_on(service, model, sha
     assert service.stats.windows == windows  # nothing more decoded for it
     short = load_audio(str(shared / "audio" / "en_jfk_ask_not.flac"))
     assert "country" in service.submit(short, model.plan("transcribe"), GREEDY)["transcribe"]["text"]
+
+
+def test_a_batched_request_and_a_sequential_one_share_the_service(service, model, shared):
+    """Each gets what it would get alone (to the rounding of other batch shapes), while their windows step
+    through the same batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    long_audio = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: 16000 * 90]
+    short = load_audio(str(shared / "audio" / "fr_sous_le_consulat.wav"))
+    batched = make_options(temperature=0.0, batch_size=4)
+    largest_before = service.stats.largest_step
+    service.stats.largest_step = 0
+    with ThreadPoolExecutor(2) as pool:
+        chunked = pool.submit(lambda: list(service.stream(long_audio, model.plan("both"), batched)))
+        plain = pool.submit(service.submit, short, model.plan("transcribe"), GREEDY)
+        events, sequential = chunked.result(), plain.result()
+    results = events[-1].results
+    alone = model.transcribe_and_translate(long_audio, temperature=0.0, batch_size=4)
+    for task in ("transcribe", "translate"):
+        assert error_rate(alone[task]["text"], results[task]["text"], "fr" if task == "transcribe" else "en") < 0.02
+        streamed = [s for e in events[:-1] if e.task == task for s in e.segments]
+        assert [s["start"] for s in streamed] == [s["start"] for s in results[task]["segments"]]
+        assert [s["start"] for s in streamed] == sorted(s["start"] for s in streamed)
+    alone_short = model.transcribe(short, temperature=0.0)["text"]
+    assert error_rate(alone_short, sequential["transcribe"]["text"], "fr") < 0.02
+    assert service.stats.largest_step > 1  # the chunks stepped together
+    service.stats.largest_step = max(largest_before, service.stats.largest_step)

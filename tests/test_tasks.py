@@ -58,6 +58,9 @@ def test_options_are_parsed_once_into_a_frozen_object():
     ({"beam_size": 0}, "beam_size must be"),
     ({"temperature": 0.0, "patience": 2.0}, "patience needs beam_size"),
     ({"length_penalty": 3.0}, "length_penalty must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"language_per_chunk": True}, "needs batch_size"),
+    ({"language_per_chunk": True, "batch_size": 8, "language": "fr"}, "give no language"),
 ])
 def test_wrong_options_are_refused_at_the_edge_with_a_reason(keywords, message):
     with pytest.raises(OptionsError, match=message):

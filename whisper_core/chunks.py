@@ -4,12 +4,16 @@ Sequential decoding waits for each window's last timestamp before the next; chun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from . import transcribe as longform
 from .audio import HOP_LENGTH, N_SAMPLES
-from .transcribe import Job, ProgressCallback
+from .model import Whisper
+from .options import TASKS
+from .tasks import TaskPlan
+from .transcribe import Audio, Job, ProgressCallback
 from .vad import SpeechMap, find_speech
 
 # Pauses this long may end a chunk; a stretch of speech is split at its last pause before this length
@@ -37,14 +41,17 @@ def chunk_map(span: tuple[int, int], total_samples: int) -> SpeechMap:
 
 
 class ChunkedRun:
-    """The jobs of one input's chunks (for each chunk, one job per task), with progress reported in
-    time order: a chunk's rows are handed on once every chunk before it is done, whatever order the
-    batches finish them in."""
+    """The jobs of one input's chunks (for each chunk, one job per task of the plan), with progress
+    reported in time order: a chunk's rows are handed on once every chunk before it is done, whatever
+    order the batches finish them in. `language_source` is the audio the language is named from (None:
+    given, or each chunk its own)."""
 
-    def __init__(self, spans: Sequence[tuple[int, int]], progress: ProgressCallback | None):
+    def __init__(self, spans: Sequence[tuple[int, int]], plan: TaskPlan, progress: ProgressCallback | None):
         self.spans = list(spans)
+        self.plan = plan
         self.jobs: list[list[Job]] = [[] for _ in self.spans]
         self.progress = progress
+        self.language_source: Audio | None = None
         self._waiting: dict[str, list[list[dict] | None]] = {}  # task -> per chunk: its rows once done
         self._reported: dict[str, int] = {}  # task -> chunks handed on
 
@@ -67,26 +74,66 @@ class ChunkedRun:
             reported += 1
         self._reported[task] = reported
 
-    def keep(self, runs: Callable[[Job], bool]) -> None:
-        """Drop the jobs the plan does not run (once their language is known)."""
-        self.jobs = [[job for job in jobs if runs(job)] for jobs in self.jobs]
+    def admit(self, net: Whisper) -> None:
+        """Name the languages (one for the input, or one per chunk, each chunk's features kept for its
+        first decode) and drop the jobs the plan does not run in them."""
+        source = self.language_source
+        if source is not None:
+            if source.language is None:
+                longform.name_languages(net, [source], self.all_jobs[0].tokenizer)
+            for job in self.all_jobs:
+                job.audio.language = source.language
+        longform.detect_languages(net, self.all_jobs)
+        self.jobs = [[job for job in jobs if self.plan.runs(job.options.task, job.language)] for jobs in self.jobs]
+        for chunk, jobs in enumerate(self.jobs):  # a chunk with no job left counts as done
+            for task in {job.options.task for jobs in self.jobs for job in jobs} - {j.options.task for j in jobs}:
+                self._waiting.setdefault(task, [None] * len(self.spans))[chunk] = []
+
+    def ready(self, chunks: int) -> list[Job]:
+        """The unfinished jobs of the first `chunks` chunks not yet done: earlier chunks first, so that
+        rows can be shown from the start while the rest decodes."""
+        unfinished = [jobs for jobs in self.jobs if not all(job.done for job in jobs)]
+        return [job for jobs in unfinished[:chunks] for job in jobs if not job.done]
+
+    @property
+    def done(self) -> bool:
+        return all(job.done for job in self.all_jobs)
 
     @property
     def all_jobs(self) -> list[Job]:
         return [job for jobs in self.jobs for job in jobs]
 
     def result(self, task: str) -> dict:
-        """The task's result over the whole input, shaped as sequential decoding gives it."""
+        """The task's result over the whole input, shaped as sequential decoding gives it. Where chunks
+        were heard in different languages each segment names its own; the translation of a talk that is
+        partly English takes the English chunks' transcript."""
         segments: list[dict] = []
         first: Job | None = None
+        languages = {job.language for job in self.all_jobs}
         for (start, _), jobs in zip(self.spans, self.jobs, strict=True):
-            for job in (j for j in jobs if j.options.task == task):
-                first = first or job
-                segments += [{**s, "id": len(segments) + n, "seek": s["seek"] + start // HOP_LENGTH}
-                             for n, s in enumerate(job.segments)]
+            job = next((j for j in jobs if j.options.task == task), None)
+            if job is None and task == "translate" and len(languages) > 1:
+                job = next((j for j in jobs if j.language == "en"), None)
+            if job is None:
+                continue
+            first = first or job
+            for segment in job.segments:
+                segment = {**segment, "id": len(segments), "seek": segment["seek"] + start // HOP_LENGTH}
+                if len(languages) > 1:
+                    segment["language"] = job.language
+                segments.append(segment)
         return {
             "text": "".join(segment["text"] for segment in segments),
             "segments": segments,
             "language": first.language if first else None,
             "language_probs": first.language_probs if first else None,
         }
+
+    def results(self) -> dict[str, dict | None]:
+        """{task: result} over the whole input; None for a task the plan ran on no chunk (the translation
+        of English speech)."""
+        results: dict[str, dict | None] = dict.fromkeys(TASKS)
+        for task in self.plan.tasks:
+            if not self.spans or any(job.options.task == task for job in self.all_jobs):
+                results[task] = self.result(task)
+        return results

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=_optional_int, default=None,
                    help="batched long-form: cut the speech at its pauses (voice detection) and decode this many "
                    "30-s chunks at once, each on its own")
+    p.add_argument("--language_per_chunk", type=_str2bool, default=False,
+                   help="with --batch_size: detect each chunk's language (a talk that switches language)")
     p.add_argument("--hallucination_silence_threshold", type=_optional_float, default=None,
                    help="with word timestamps: drop text that looks invented after this many seconds of silence")
     p.add_argument("--int8", type=_str2bool, default=False,
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
             append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
             hallucination_silence_threshold=args.hallucination_silence_threshold, batch_size=args.batch_size,
+            language_per_chunk=args.language_per_chunk,
         )
         model = load_model(args.model, args.device, download_root=args.model_dir, int8=args.int8)
     except (OptionsError, CheckpointError, ValueError) as e:

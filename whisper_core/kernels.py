@@ -3,6 +3,8 @@ gives what the plain PyTorch call gives, to rounding."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -12,6 +14,8 @@ _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkld
 _WEIGHT_LEFT_MAX_ROWS = 8
 # Up to this many queries, attention is two plain products against pre-transposed keys.
 _FEW_QUERIES = 16
+# A CPU encodes this many windows per call: one window's activations stay in its caches, a batch's do not.
+_CPU_ENCODER_BATCH = 1
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -33,6 +37,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if _ONEDNN_LINEAR:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
+
+
+def encode_windows(encoder: Callable[[Tensor], Tensor], mel: Tensor) -> Tensor:
+    """The encoder over a batch of windows [batch, n_mels, frames]: at once on an accelerator, one window
+    after another on a CPU, where a batch is slower per window than windows taken singly."""
+    if mel.device.type != "cpu" or mel.shape[0] <= _CPU_ENCODER_BATCH:
+        return encoder(mel)
+    return torch.cat([encoder(mel[i : i + _CPU_ENCODER_BATCH]) for i in range(0, mel.shape[0], _CPU_ENCODER_BATCH)])
 
 
 def attend_transposed(q: Tensor, keys_t: Tensor, values: Tensor) -> Tensor:

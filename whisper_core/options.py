@@ -44,6 +44,7 @@ class TranscribeOptions:
     vad_filter: bool = False  # skip stretches without speech (used when the audio is prepared)
     hallucination_silence_threshold: float | None = None  # seconds; needs word_timestamps
     batch_size: int | None = None  # decode the speech cut at its pauses, this many chunks at once
+    language_per_chunk: bool = False  # batched: each chunk in the language it is heard in (a talk that switches)
 
     def for_task(self, task: str) -> TranscribeOptions:
         """The same settings for another task (the two tasks of one input share everything else)."""
@@ -100,6 +101,10 @@ def check(options: TranscribeOptions) -> None:
         raise OptionsError(f"beam_size must be 1 or more, not {options.beam_size}")
     if options.batch_size is not None and options.batch_size < 1:
         raise OptionsError(f"batch_size must be 1 or more, not {options.batch_size}")
+    if options.language_per_chunk and not options.batch_size:
+        raise OptionsError("language_per_chunk needs batch_size (the speech cut into chunks)")
+    if options.language_per_chunk and options.language is not None:
+        raise OptionsError("language_per_chunk detects each chunk's language; give no language with it")
     if options.best_of is not None and options.best_of < 1:
         raise OptionsError(f"best_of must be 1 or more, not {options.best_of}")
     for temperature in options.temperature:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import environment
 from . import transcribe as longform
+from .chunks import ChunkedRun
 from .options import TASKS, TranscribeOptions, make_options
 from .speech_model import SpeechModel, load_model
 from .tasks import TaskPlan
@@ -50,9 +51,28 @@ class _Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     admitted: bool = False
+    chunked: ChunkedRun | None = None  # batched long-form: the input's chunks, `batch_size` at a time
+    batch_size: int = 0
 
     def report(self, task: str, segments: list[dict], fraction: float) -> None:
         self.events.put(Progress(task, segments, fraction))
+
+    def ready(self) -> list[Job]:
+        """The jobs to step now: every unfinished one, or the earliest chunks' in batched mode."""
+        if self.chunked is not None:
+            return self.chunked.ready(self.batch_size)
+        return [job for job in self.jobs if not job.done]
+
+    @property
+    def done(self) -> bool:
+        return all(job.done for job in self.jobs)
+
+    def results(self) -> dict[str, dict | None]:
+        if self.chunked is not None:
+            return self.chunked.results()
+        results: dict[str, dict | None] = dict.fromkeys(TASKS)
+        results.update({job.options.task: job.result() for job in self.jobs})
+        return results
 
 
 @dataclass
@@ -91,8 +111,12 @@ class TranscriptionService:
         step. An engine fault is raised here, in the caller's thread."""
         request = _Request([], plan)
         # The log-mel (and voice detection) is computed in the caller's thread, beside the worker.
-        prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
-        request.jobs = self.model.jobs(prepared, plan, options, request.report)
+        if options.batch_size:
+            request.chunked = self.model.chunked(audio, plan, options, request.report)
+            request.jobs, request.batch_size = request.chunked.all_jobs, options.batch_size
+        else:
+            prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
+            request.jobs = self.model.jobs(prepared, plan, options, request.report)
         self._incoming.put(request)
         try:
             while True:
@@ -123,12 +147,12 @@ class TranscriptionService:
             if not active:
                 continue
             self._admit([r for r in active if not r.admitted])
-            jobs = [job for r in active for job in r.jobs if not job.done]
+            jobs = [job for r in active if r.error is None for job in r.ready()]
             if len(jobs) > self.max_batch:  # take turns when more windows wait than a batch holds
                 start = next(rotation) % len(jobs)
                 jobs = (jobs[start:] + jobs[:start])[: self.max_batch]
             self._step(active, jobs)
-            for request in [r for r in active if r.error or all(job.done for job in r.jobs)]:
+            for request in [r for r in active if r.error or r.done]:
                 active.remove(request)
                 self._finish(request)
 
@@ -136,9 +160,7 @@ class TranscriptionService:
         if request.error is not None:
             request.events.put(request.error)
             return
-        results: dict[str, dict | None] = dict.fromkeys(TASKS)
-        results.update({job.options.task: job.result() for job in request.jobs})
-        request.events.put(Finished(results))
+        request.events.put(Finished(request.results()))
 
     def _drop_cancelled(self, active: list[_Request]) -> None:
         for request in [r for r in active if r.cancelled.is_set()]:
@@ -158,13 +180,16 @@ class TranscriptionService:
         """Name the language of new requests together; drop translations of English speech."""
         for request in new:
             request.admitted = True
-        jobs = [job for r in new for job in r.jobs]
+        for request in [r for r in new if r.chunked is not None]:  # its own language rule, per input or chunk
+            self._isolate(request, lambda r: r.chunked.admit(self.model.net))
+            request.jobs = request.chunked.all_jobs
+        plain = [r for r in new if r.chunked is None]
         try:
-            longform.detect_languages(self.model.net, jobs)
+            longform.detect_languages(self.model.net, [job for r in plain for job in r.jobs])
         except Exception:
-            for request in new:
+            for request in plain:
                 self._isolate(request, lambda r: longform.detect_languages(self.model.net, r.jobs))
-        for request in new:
+        for request in plain:
             request.jobs = [job for job in request.jobs if request.plan.runs(job.options.task, job.language)]
         self.stats.requests += len(new)
 

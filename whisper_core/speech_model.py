@@ -14,6 +14,7 @@ from . import transcribe as longform
 from .audio import N_SAMPLES, load_audio
 from .chunks import ChunkedRun, chunk_map, speech_chunks
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
+from .kernels import encode_windows
 from .loading import load_network, translation_unavailable
 from .options import TASKS, OptionsError, TranscribeOptions, make_options
 from .tasks import TaskPlan
@@ -22,6 +23,8 @@ from .transcribe import Audio, Job, ProgressCallback
 from .vad import SpeechMap, keep_speech
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
+# Batched long-form names the language from the first chunk when it is this long.
+LANGUAGE_FROM_CHUNK_S = 10.0
 
 
 class SpeechModel:
@@ -114,45 +117,36 @@ class SpeechModel:
     def chunked(self, audio: AudioInput, plan: TaskPlan, options: TranscribeOptions,
                 progress: ProgressCallback | None = None) -> ChunkedRun:
         """The jobs of batched long-form: one per chunk of speech and task, each chunk decoded on its own
-        (no previous-text prompt; the initial prompt kept), in the language of the first 30 s of speech
-        unless one is given."""
+        (no previous-text prompt; the initial prompt kept), in the language of the first speech unless one
+        is given, or each chunk in its own with `language_per_chunk`. Runs the voice detector and the
+        log-mels; the network waits for `ChunkedRun.admit`."""
         samples = load_audio(str(audio)) if isinstance(audio, str | Path) else audio
         samples = samples.cpu().numpy() if torch.is_tensor(samples) else np.asarray(samples, dtype=np.float32)
         spans = speech_chunks(samples)
-        run = ChunkedRun(spans, progress)
+        run = ChunkedRun(spans, plan, progress)
         each = dataclasses.replace(options, condition_on_previous_text=False, vad_filter=False)
         for chunk, span in enumerate(spans):
-            prepared = Audio(samples, self.net.dims.n_mels, self.device, speech=chunk_map(span, len(samples)))
+            prepared = Audio(samples, self.net.dims.n_mels, self.device, speech=chunk_map(span, len(samples)),
+                             silence_padded=True)
             run.jobs[chunk] = [self.job(prepared, each.for_task(task), run.reporter(chunk), one_pass=True)
                                for task in plan.tasks]
-        if spans and options.language is None and self.is_multilingual:
-            # The first 30 s of speech, as sequential decoding with the detector would hear them: a first
-            # chunk may hold only a word or two.
-            found = self.detect_language(keep_speech(samples, SpeechMap(tuple(spans), len(samples)))[:N_SAMPLES])
-            for jobs in run.jobs:
-                for job in jobs:
-                    job.audio.language = found
-        longform.detect_languages(self.net, run.all_jobs)
-        run.keep(lambda job: plan.runs(job.options.task, job.language))
+        if spans and options.language is None and self.is_multilingual and not options.language_per_chunk:
+            first = run.jobs[0][0].audio
+            if first.duration < LANGUAGE_FROM_CHUNK_S:  # a word or two: the first 30 s of speech instead
+                speech = keep_speech(samples, SpeechMap(tuple(spans), len(samples)))[:N_SAMPLES]
+                first = Audio(speech, self.net.dims.n_mels, self.device)
+            run.language_source = first  # the first chunk's encoding then serves its decode too
         return run
 
     def _run_chunked(self, audio: AudioInput, plan: TaskPlan, options: TranscribeOptions,
                      progress: ProgressCallback | None) -> dict[str, dict | None]:
-        """`run` in batched mode: up to `options.batch_size` chunks step together; as one finishes the
-        next takes its place."""
+        """`run` in batched mode: up to `options.batch_size` chunks step together, earliest first; as one
+        finishes the next takes its place."""
         run = self.chunked(audio, plan, options, progress)
-        waiting = [jobs for jobs in run.jobs if jobs]
-        active: list[list[Job]] = []
-        while waiting or active:
-            while waiting and len(active) < options.batch_size:
-                active.append(waiting.pop(0))
-            longform.step(self.net, [job for jobs in active for job in jobs])
-            active = [jobs for jobs in active if not all(job.done for job in jobs)]
-        results: dict[str, dict | None] = dict.fromkeys(TASKS)
-        for task in plan.tasks:
-            if not run.spans or any(job.options.task == task for job in run.all_jobs):
-                results[task] = run.result(task)
-        return results
+        run.admit(self.net)
+        while not run.done:
+            longform.step(self.net, run.ready(options.batch_size))
+        return run.results()
 
     def transcribe(self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options) -> dict:
         """Transcribe (or, with task="translate", translate to English) audio of any length.
@@ -191,7 +185,7 @@ class SpeechModel:
     @torch.inference_mode()
     def decode(self, mel: torch.Tensor, options: DecodingOptions) -> list[DecodingResult]:
         """Decode 30-s log-mel windows [batch, n_mels, 3000] with one set of options."""
-        features = self.net.encoder(mel.to(self.device, self.net.dtype))
+        features = encode_windows(self.net.encoder, mel.to(self.device, self.net.dtype))
         return decode(self.net, features, options, self.tokenizer)
 
 

@@ -23,12 +23,16 @@ from .audio import (
 )
 from .decoding import DecodingOptions, DecodingResult, WindowRequest, decode_batch, detect_language, group_size
 from .inventions import Kept, Window, drop_inventions, last_word_end, unsure_scrap
+from .kernels import encode_windows
 from .model import Whisper
 from .options import TranscribeOptions
 from .tokenizer import Tokenizer
 from .vad import SpeechMap, find_speech, keep_speech
 
 FRAMES_PER_TIMESTAMP = round(TIMESTAMP_STEP * FRAMES_PER_SECOND)
+# Batched long-form: text that ends on a timestamp pair this close to a chunk's end has reached it (what
+# follows is the pause the chunk ends in, where a second decode would invent a word).
+ONE_PASS_END_S = 1.0
 
 # (task, new segments, fraction of the audio done) after each window.
 ProgressCallback = Callable[[str, list[dict], float], None]
@@ -39,12 +43,13 @@ class Audio:
     encoder outputs, kept so that both tasks and fallback retries encode a window once."""
 
     def __init__(self, audio: np.ndarray | Tensor, n_mels: int, device: torch.device, *, vad_filter: bool = False,
-                 speech: SpeechMap | None = None):
+                 speech: SpeechMap | None = None, silence_padded: bool = False):
         if vad_filter or speech is not None:  # decode the speech alone; times are mapped back in segments
             audio = audio.cpu().numpy() if torch.is_tensor(audio) else np.asarray(audio, dtype=np.float32)
             speech = speech or find_speech(audio)
             audio = keep_speech(audio, speech)
         self.speech = speech
+        self.silence_padded = silence_padded
         self.mel = log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES, device=device)
         self.content_frames = self.mel.shape[-1] - N_FRAMES
         self.features: dict[int, Tensor] = {}
@@ -58,7 +63,11 @@ class Audio:
         return self.content_frames * HOP_LENGTH / SAMPLE_RATE
 
     def window(self, seek: int, size: int) -> Tensor:
-        """The frames [seek, seek + size), zero-padded to a whole window."""
+        """The frames [seek, seek + size), zero-padded to a whole window as openai-whisper pads; or, for
+        a chunk of batched long-form, followed by the log-mel of silence: after zeros the model often
+        stops a few seconds before the speech ends, after silence it writes the chunk to its end."""
+        if self.silence_padded:
+            return self.mel[:, seek : seek + N_FRAMES]
         return pad_or_trim(self.mel[:, seek : seek + size], N_FRAMES)
 
 
@@ -201,7 +210,11 @@ class Job:
                 pieces.append((window.start + (rest[0] - ts_begin) * TIMESTAMP_STEP, window.speech_end, rest))
                 ends_on_timestamp = True
             elif not ends_on_timestamp:
-                next_seek = window.seek + (tokens[last - 1] - ts_begin) * FRAMES_PER_TIMESTAMP
+                last_stamp = (tokens[last - 1] - ts_begin) * FRAMES_PER_TIMESTAMP
+                if self.one_pass and window.size - last_stamp < ONE_PASS_END_S * FRAMES_PER_SECOND:
+                    ends_on_timestamp = True  # the chunk's text is whole: what is left is its closing pause
+                else:
+                    next_seek = window.seek + last_stamp
         else:
             duration = window.duration
             stamps = [t for t in tokens if t >= ts_begin]
@@ -283,16 +296,23 @@ def detect_languages(net: Whisper, jobs: Sequence[Job]) -> None:
             undecided.setdefault(id(job.audio), []).append(job)
     if not undecided:
         return
-    audios = [group[0].audio for group in undecided.values()]
+    groups = list(undecided.values())
+    name_languages(net, [group[0].audio for group in groups], groups[0][0].tokenizer)
+    for group in groups:
+        for job in group:
+            job.start_language(*group[0].audio.language)
+
+
+@torch.inference_mode()
+def name_languages(net: Whisper, audios: Sequence[Audio], tokenizer: Tokenizer) -> None:
+    """Each audio's language from its first 30 s, in one batch; the encoding is kept where it is the
+    first window's."""
     first = torch.stack([pad_or_trim(a.mel, N_FRAMES) for a in audios]).to(net.dtype)
-    features = net.encoder(first)
-    detected = detect_language(net, features, undecided[id(audios[0])][0].tokenizer)
-    for audio, feats, found in zip(audios, features, detected, strict=True):
+    features = encode_windows(net.encoder, first)
+    for audio, feats, found in zip(audios, features, detect_language(net, features, tokenizer), strict=True):
         audio.language = found
-        if audio.content_frames >= N_FRAMES:
+        if audio.content_frames >= N_FRAMES or audio.silence_padded:
             audio.features[0] = feats  # the same frames as the first window: encode it once
-        for job in undecided[id(audio)]:
-            job.start_language(*found)
 
 
 @torch.inference_mode()
@@ -308,7 +328,8 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
             to_encode[(id(job.audio), p.window.seek)] = (job.audio, p)
     if to_encode:
         windows = torch.stack([audio.window(p.window.seek, p.window.size) for audio, p in to_encode.values()])
-        for (audio, p), feats in zip(to_encode.values(), net.encoder(windows.to(net.dtype)), strict=True):
+        encoded = encode_windows(net.encoder, windows.to(net.dtype))
+        for (audio, p), feats in zip(to_encode.values(), encoded, strict=True):
             audio.features[p.window.seek] = feats
     batches: dict[tuple[float, int], list[tuple[Job, _Pending]]] = {}
     for job, p in pending:
