@@ -25,6 +25,7 @@ from gradio import FileData
 
 from whisper_core import environment
 from whisper_core import presentation as show
+from whisper_core.audio import SAMPLE_RATE
 from whisper_core.media import Limits, Media, MediaError, load_file, load_url
 from whisper_core.options import OptionsError, TranscribeOptions, make_options
 from whisper_core.service import Event, Finished, SpeechModel, get_service
@@ -32,12 +33,8 @@ from whisper_core.tasks import MODES, TaskPlan
 
 try:  # Hugging Face ZeroGPU attaches a GPU for the duration of each call to a function it wraps
     import spaces
-
-    gpu = spaces.GPU
 except ImportError:
-
-    def gpu(fn: Callable) -> Callable:
-        return fn
+    spaces = None
 
 
 CONCURRENCY = environment.positive_int("WHISPER_CONCURRENCY", 4)  # requests decoded at once; they share batches
@@ -47,10 +44,18 @@ LIMITS = Limits.from_env()  # WHISPER_MAX_DURATION, WHISPER_MAX_BYTES, WHISPER_U
 WINDOW_S = 30  # seconds of audio in one decoding window
 MAX_BEAM = 10
 HALLUCINATION_SILENCE_S = 2.0  # text after this much silence that looks invented is dropped
+BATCH_CHUNKS = 8  # batched decoding: pieces of speech decoded at once
+DEFAULT_BATCHED = False  # sequential reads a little better in the accuracy table (README); batched is faster
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 TEMP_ROOT = Path(environment.text("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 FILES_KEPT_S = 3600  # uploads, players and downloads are deleted an hour after they were made
 ERROR_SECONDS = 30  # how long an error stays on screen: long enough to read its numbers
+# On a ZeroGPU Space each call to the decorated function runs in a forked child process that holds the GPU
+# for as long as it asked: a start, plus a share per minute of audio and task, within the Space's cap.
+ZERO_GPU = spaces is not None and environment.flag("SPACES_ZERO_GPU")
+GPU_START_S = 15
+GPU_S_PER_AUDIO_MINUTE = 6
+MAX_GPU_S = 120
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
@@ -80,8 +85,8 @@ class Request:
     options: TranscribeOptions
 
 
-def make_request(language: str | None, mode: str, beam_size: float, fallback: bool, initial_prompt: str | None
-                 ) -> Request:
+def make_request(language: str | None, mode: str, beam_size: float, fallback: bool, initial_prompt: str | None,
+                 batched: bool = DEFAULT_BATCHED) -> Request:
     """The page's and the API's settings, checked here at the edge; a wrong value is said in words."""
     try:
         plan = service.model.plan(mode)
@@ -93,8 +98,11 @@ def make_request(language: str | None, mode: str, beam_size: float, fallback: bo
     if not (isinstance(beam_size, int | float) and 1 <= beam_size <= MAX_BEAM):
         raise gr.Error(f"Beam size must be a number from 1 to {MAX_BEAM}, not {beam_size!r}.", print_exception=False)
     # No invented text over silence, music or laughter; words timed for the word-level subtitles;
-    # with fallback, openai-whisper's temperature ladder, five samples a rung.
+    # with fallback, openai-whisper's temperature ladder, five samples a rung; batched, the speech cut at
+    # its pauses and the pieces decoded together.
     sampling = {"best_of": 5} if fallback else {"temperature": 0.0}
+    if batched:
+        sampling["batch_size"] = BATCH_CHUNKS
     try:
         options = make_options(language=None if language in (None, "", "auto") else language,
                                beam_size=int(beam_size), initial_prompt=(initial_prompt or "").strip() or None,
@@ -118,11 +126,26 @@ def _load(loader: Callable[[], Media]) -> Media:
                        duration=ERROR_SECONDS, print_exception=False) from e
 
 
-@gpu
-def decode(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
-    """The one way into the model: the service's events for this request, then its results. Closing it
-    early (the visitor left) frees the request's place in the batches."""
+def decode_on_worker(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
+    """The service's events for this request, then its results, from the worker that batches every
+    user's windows. Closing it early (the visitor left) frees the request's place in the batches."""
     yield from service.stream(audio, plan, options)
+
+
+def decode_here(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
+    """The same events, the request stepped by the calling process itself: a ZeroGPU call runs in a
+    forked child, which has the model but not the worker thread. Events are plain, picklable values."""
+    yield from service.stream_here(audio, plan, options)
+
+
+def gpu_seconds(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> int:  # noqa: ARG001
+    """The GPU time a ZeroGPU call asks for, by the length of its audio and the number of tasks."""
+    minutes = len(audio) / SAMPLE_RATE / 60
+    return min(MAX_GPU_S, math.ceil(GPU_START_S + GPU_S_PER_AUDIO_MINUTE * minutes * len(plan.tasks)))
+
+
+# The one way into the model.
+decode = spaces.GPU(duration=gpu_seconds)(decode_here) if ZERO_GPU else decode_on_worker
 
 
 def events(media: Media, request: Request) -> Iterator[Event]:
@@ -149,7 +172,7 @@ PROGRESS = gr.Progress()  # a marker: Gradio hands each event its own progress t
 
 def _settings(values: dict) -> Request:
     return make_request(values[language], values[mode], values[beam_size], values[fallback],
-                        values[initial_prompt])
+                        values[initial_prompt], values[batched])
 
 
 def _table_update(table_value: show.Table) -> dict:
@@ -193,6 +216,9 @@ def _present(loader: Callable[[], Media], source: dict, request: Request, progre
         fractions[event.task] = event.fraction
         if event.segments:
             yield _table_update(show.build_table(rows.get("transcribe", []), rows.get("translate", []), tasks=tasks))
+        if request.options.batch_size:  # pieces finish many at once, in no set number
+            progress(min(fractions.values()), desc=f"{stage}: {min(fractions.values()):.0%} of the speech")
+            continue
         done = min(windows.values())  # after the yield: the page shows a progress that comes after the rows
         total = max(expected, done + 1)
         progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
@@ -273,19 +299,22 @@ def _api_run(loader: Callable[[], Media], request: Request) -> dict:
 
 
 def transcribe_file(file: FileData, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
-                    fallback: bool = DEFAULT_FALLBACK, initial_prompt: str = "") -> dict:
+                    fallback: bool = DEFAULT_FALLBACK, initial_prompt: str = "", batched: bool = DEFAULT_BATCHED
+                    ) -> dict:
     """Transcribe an audio or video file and translate it to English. language: 'auto' or a code such as
-    'fr'; mode: 'both', 'transcribe' or 'translate'. Returns {'language', 'language_probs', 'transcribe',
+    'fr'; mode: 'both', 'transcribe' or 'translate'; batched: cut the speech at its pauses and decode the
+    pieces together (faster on long files). Returns {'language', 'language_probs', 'transcribe',
     'translate', 'translation_note', 'source'}; each result has 'text' and timed 'segments'."""
     path = file["path"] if isinstance(file, dict) else getattr(file, "path", file)
-    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    request = make_request(language, mode, beam_size, fallback, initial_prompt, batched)
     return _api_run(lambda: load_file(path, LIMITS), request)
 
 
 def transcribe_url(url: str, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
-                   fallback: bool = DEFAULT_FALLBACK, initial_prompt: str = "") -> dict:
+                   fallback: bool = DEFAULT_FALLBACK, initial_prompt: str = "", batched: bool = DEFAULT_BATCHED
+                   ) -> dict:
     """Like /transcribe_file, for the audio behind a link (YouTube or any page or file yt-dlp can read)."""
-    request = make_request(language, mode, beam_size, fallback, initial_prompt)
+    request = make_request(language, mode, beam_size, fallback, initial_prompt, batched)
     return _api_run(lambda: load_url(url.strip(), LIMITS), request)
 
 
@@ -313,6 +342,8 @@ ON_THIS_CPU = "" if ON_GPU else " (the default on this CPU server)"
 BEAM_INFO = f"1 is greedy and fastest{ON_THIS_CPU}; 5 is openai-whisper's default (slower)."
 FALLBACK_INFO = ("openai-whisper's temperature fallback: fewer repeated or garbled lines, up to three times slower"
                  f"{'' if ON_GPU else ' (off by default on this CPU server)'}.")
+BATCHED_INFO = ("Cut the speech at its pauses and decode the pieces together: faster on long recordings, "
+                "each piece read without the text before it.")
 SPOKEN = (f"speech in any of {len(service.model.tokenizer.languages)} languages"
           if service.model.is_multilingual else "English speech")
 INTRO = (f"Transcribe {SPOKEN}{' and translate it to English' if CAN_TRANSLATE else ''}, with timestamps and "
@@ -391,6 +422,8 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                 beam_size = gr.Slider(1, MAX_BEAM, value=DEFAULT_BEAM, step=1, label="Beam size", info=BEAM_INFO)
                 fallback = gr.Checkbox(value=DEFAULT_FALLBACK, label="Retry doubtful windows by sampling",
                                        info=FALLBACK_INFO)
+                batched = gr.Checkbox(value=DEFAULT_BATCHED, label="Batched decoding", info=BATCHED_INFO,
+                                      elem_id="batched")
                 initial_prompt = gr.Textbox(label="Initial prompt", lines=2,
                                             placeholder="Names and words to expect, or text in the style you want")
         with gr.Column(scale=3, min_width=320):
@@ -414,7 +447,7 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
     last_source = gr.State(None)
     seek_to = gr.Number(visible=False)
 
-    settings = {language, mode, beam_size, fallback, initial_prompt}  # a set: handlers get one dict
+    settings = {language, mode, beam_size, fallback, batched, initial_prompt}  # a set: handlers get one dict
     results_area = [source_card, player, language_line, table, downloads, row_starts, last_source]
     model_event = {"outputs": results_area, "concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY,
                    "show_progress_on": [language_line], "api_visibility": "private"}

@@ -184,6 +184,28 @@ def test_rows_appear_window_by_window(page, audio, tmp_path):
     shot(page, "two_windows")
 
 
+def _seconds(clock: str) -> int:
+    return sum(int(x) * 60 ** i for i, x in enumerate(reversed(clock.split(":"))))
+
+
+def test_batched_decoding_from_the_options(page, audio, tmp_path):
+    """Ticked under Options, the speech is cut at its pauses and decoded at once; the rows are in time
+    order and reach the end of the recording."""
+    speech = make_media(tmp_path, ["-i", str(audio / "en_ljspeech_printing_longform.ogg"), "-t", "70",
+                                   "reading70.mp3"])
+    page.get_by_text("Options").click()
+    page.locator("#batched input[type=checkbox]").check()
+    upload(page, speech)
+    wait_for_results(page)
+    rows = table(page)
+    starts = [_seconds(r[0].split("–")[0]) for r in rows]
+    assert starts == sorted(starts) and _seconds(rows[-1][0].split("–")[1]) >= 65, rows
+    transcript = " ".join(r[1] for r in rows).lower()
+    assert "printing" in transcript and "movable" in transcript, rows
+    assert_no_raw_output(page)
+    shot(page, "batched")
+
+
 def test_upload_video_with_speech(page, audio, tmp_path):
     video = make_media(tmp_path, ["-f", "lavfi", "-i", "color=c=navy:s=320x240:r=10", "-i",
                                   str(audio / "en_jfk_ask_not.flac"), "-shortest", "-c:v", "libx264", "-c:a",

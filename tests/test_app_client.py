@@ -15,6 +15,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from media_server import MediaServer
 
+from whisper_core.metrics import error_rate
+
 FAST = {"beam_size": 1, "fallback": False}  # greedy, no sampling: quick and repeatable on a CPU
 
 
@@ -144,3 +146,13 @@ def test_a_model_that_cannot_translate_says_so(english_only_app, audio):
     config = json.loads(urllib.request.urlopen(english_only_app.url + "config", timeout=10).read())
     texts = [c.get("props", {}).get("value") for c in config["components"]]
     assert any(isinstance(t, str) and "It cannot translate: this model is English-only" in t for t in texts)
+
+
+def test_batched_decoding_through_the_api(client, audio, manifest):
+    entry = next(e for e in manifest if e["file"] == "en_two_speakers_picovoice.wav")
+    result = client.predict(handle_file(audio / entry["file"]), mode="transcribe", batched=True, **FAST,
+                            api_name="/transcribe_file")
+    assert error_rate(entry["reference"], result["transcribe"]["text"], "en") < 0.1
+    starts = [s["start"] for s in result["transcribe"]["segments"]]
+    assert starts == sorted(starts) and starts[-1] < entry["duration_s"]
+    assert result["translation_note"] == "not requested (mode 'transcribe')"

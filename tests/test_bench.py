@@ -1,5 +1,6 @@
-"""The speed benchmark runs end to end for our engine and reports sane numbers (no speed is asserted: the
-machines differ), and the weights it hands openai-whisper are ours."""
+"""The speed benchmark runs end to end for our engine, sequential and batched, and reports sane numbers (no
+speed is asserted: the machines differ); it takes every engine's name; and the weights it hands
+openai-whisper are ours."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from whisper_core import bench as bench_module
 from whisper_core.loading import load_checkpoint
 from whisper_core.openai_checkpoint import fuse_attention, split_attention
 
@@ -22,8 +24,9 @@ USERS = 2
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    command = [sys.executable, "-m", "whisper_core.bench", str(CLIP), "--runs", "1", "--engines", "ours,ours-int8",
-               "--decodes", "greedy", "--users", str(USERS), "--json", str(out)]
+    command = [sys.executable, "-m", "whisper_core.bench", str(CLIP), "--runs", "1",
+               "--engines", "ours,ours-int8,ours-batched", "--decodes", "greedy", "--users", str(USERS),
+               "--json", str(out)]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, json.loads(out.read_text())
@@ -35,10 +38,16 @@ def test_table_rows(bench):
     rows = [line for line in table.splitlines() if line.startswith("| en_demo.mp3 |")]
     assert [row.split(" | ")[2:5] for row in rows] == [["ours", "greedy", "transcribe"],
                                                        ["ours int8", "greedy", "transcribe"],
+                                                       ["ours batched", "greedy", "transcribe"],
                                                        ["ours", "greedy", "transcribe + translate"],
-                                                       ["ours int8", "greedy", "transcribe + translate"]]
-    assert f"| {USERS} one after another |" in table and f"| {USERS} at once |" in table
-    assert "Model loads: 1." in table
+                                                       ["ours int8", "greedy", "transcribe + translate"],
+                                                       ["ours batched", "greedy", "transcribe + translate"]]
+    assert "| ours ÷ this | ours batched ÷ this | WER vs ours |" in table
+    assert all(row.split(" | ")[-3] == "1.00" for row in rows if row.split(" | ")[2] == "ours")
+    assert all(row.split(" | ")[-2] == "1.00" for row in rows if row.split(" | ")[2] == "ours batched")
+    assert f"{bench_module.BATCH_SIZE} chunks at once" in table
+    assert f"| sequential | {USERS} one after another |" in table and f"| batched | {USERS} at once |" in table
+    assert "model loads in each: 1." in table
     assert "### GPU" in table
 
 
@@ -46,21 +55,50 @@ def test_numbers_are_plausible(bench):
     _, report = bench
     cases = report["cases"]
     assert [(c["case"]["engine"], c["case"]["task"]) for c in cases] == [
-        ("ours", "transcribe"), ("ours-int8", "transcribe"), ("ours", "both"), ("ours-int8", "both")]
+        ("ours", "transcribe"), ("ours-int8", "transcribe"), ("ours-batched", "transcribe"),
+        ("ours", "both"), ("ours-int8", "both"), ("ours-batched", "both")]
+    assert report["config"]["batch_size"] == bench_module.BATCH_SIZE
     for c in cases:
         assert c["audio_s"] == pytest.approx(6.56, abs=0.1)
         assert 0 < c["load_s"] and 0 < c["load_first_s"]
         assert len(c["walls_s"]) == 1 and c["walls_s"][0] > 0
         assert 100 < c["peak_rss_mib"] < 8192
         assert "demo" in c["texts"]["transcribe"].lower()
-    assert set(cases[2]["texts"]) == set(cases[3]["texts"]) == {"transcribe", "translate"}
-    service = report["service"]
-    assert service["model_loads"] == 1
-    for mode in ("sequential", "concurrent"):
-        assert len(service[mode]["latencies_s"]) == USERS and all(t > 0 for t in service[mode]["latencies_s"])
-    assert service["sequential"]["stats"]["largest_step"] == 1  # English: the translations are dropped
-    assert service["concurrent"]["stats"]["largest_step"] >= 1
+    assert all(set(c["texts"]) == {"transcribe", "translate"} for c in cases[3:])
+    for service in report["service"]["modes"].values():
+        assert service["model_loads"] == 1
+        for way in ("sequential", "concurrent"):
+            assert len(service[way]["latencies_s"]) == USERS and all(t > 0 for t in service[way]["latencies_s"])
+        assert service["concurrent"]["stats"]["largest_step"] >= 1
+        assert 100 < service["idle_rss_mib"] <= service["peak_rss_mib"] < 8192 and service["after_rss_mib"] > 100
+    # English: the translations are dropped; one request's one window a step
+    assert report["service"]["modes"]["sequential"]["sequential"]["stats"]["largest_step"] == 1
     assert report["gpu"] is None or "error" not in report["gpu"]
+
+
+def test_engine_names():
+    """Sequential engines first, then the batched ones; all of them by default, any of them by name."""
+    names = [e.name for e in bench_module.ENGINES]
+    batched = [e.name for e in bench_module.ENGINES if e.batched]
+    assert batched == ["ours-batched", "faster-whisper-batched-int8", "faster-whisper-batched-float32"]
+    assert names[-len(batched):] == batched
+    assert bench_module.parse_args([str(CLIP)]).engines == tuple(names)
+    args = bench_module.parse_args([str(CLIP), "--engines", ",".join(batched)])
+    assert args.engines == tuple(batched)
+    with pytest.raises(SystemExit):
+        bench_module.parse_args([str(CLIP), "--engines", "faster-whisper-batched"])
+
+
+def test_missing_reference_engines_are_noted():
+    """An interpreter without faster-whisper runs ours (sequential and batched) and notes the rest."""
+    reference = {"python": "3.11", **dict.fromkeys(bench_module.REFERENCE_PACKAGES)}
+    names = ("ours", "ours-batched", "faster-whisper-int8", "faster-whisper-batched-int8")
+    config = bench_module.BenchConfig((str(CLIP),), 1, 2, sys.executable, names, ("greedy",), ("transcribe",), 0,
+                                      "cpu", False, None)
+    engines, notes = bench_module.select_engines(config, reference)
+    assert [e.name for e in engines] == ["ours", "ours-batched"]
+    assert [n.split(":")[0] for n in notes] == ["faster-whisper int8", "faster-whisper batched int8"]
+    assert all("not installed" in n for n in notes)
 
 
 def test_openai_names_round_trip():

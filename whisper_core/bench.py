@@ -1,5 +1,6 @@
-"""Speed benchmark: our engine beside openai-whisper and faster-whisper on the same weights and audio, many
-users on one service, and GPU throughput. Prints a markdown table (for the README) and optionally JSON.
+"""Speed benchmark: our engine beside openai-whisper and faster-whisper on the same weights and audio, each
+engine's batched long-form beside faster-whisper's BatchedInferencePipeline, many users on one service, and
+GPU throughput. Prints a markdown table (for the README) and optionally JSON.
 
     python -m whisper_core.bench FILE... [--runs 2] [--threads 2] [--reference-python PYTHON] [--json PATH]
 
@@ -34,6 +35,8 @@ THREADS = 2
 USERS = 4
 DECODES = {"greedy": None, "beam5": 5}  # beam_size; temperature 0 alone (no fallback) for both
 DECODE_LABELS = {"greedy": "greedy", "beam5": "beam 5"}
+BATCH_SIZE = 8  # speech chunks decoded at once by the batched engines (faster-whisper's own default)
+SERVICE_MODES = {"sequential": None, "batched": BATCH_SIZE}  # the service measured in each, batch_size
 TASKS = {"transcribe": ("transcribe",), "both": ("transcribe", "translate")}
 TASK_LABELS = {"transcribe": "transcribe", "both": "transcribe + translate"}
 GPU_BATCHES = (1, 8, 32)
@@ -58,6 +61,7 @@ class Engine:
     family: str  # ours | openai | faster
     package: str | None  # the distribution a reference engine needs
     compute_type: str | None = None
+    batched: bool = False  # the speech cut at its pauses by the engine's voice detector, BATCH_SIZE chunks at once
 
 
 ENGINES = (
@@ -66,8 +70,14 @@ ENGINES = (
     Engine("openai-whisper", "openai-whisper", "openai", "openai-whisper"),
     Engine("faster-whisper-int8", "faster-whisper int8", "faster", "faster-whisper", "int8"),
     Engine("faster-whisper-float32", "faster-whisper float32", "faster", "faster-whisper", "float32"),
+    Engine("ours-batched", "ours batched", "ours", None, batched=True),
+    Engine("faster-whisper-batched-int8", "faster-whisper batched int8", "faster", "faster-whisper", "int8",
+           batched=True),
+    Engine("faster-whisper-batched-float32", "faster-whisper batched float32", "faster", "faster-whisper",
+           "float32", batched=True),
 )
 ENGINE_BY_NAME = {e.name: e for e in ENGINES}
+BASELINES = ("ours", "ours-batched")  # the engine table sets every row's wall time against each that ran
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,7 @@ class ServiceSpec:
     audio: list[str]  # one .npy per request
     device: str
     threads: int
+    batch_size: int | None  # None: sequential decoding; else batched long-form, this many chunks at once
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,13 @@ def _timed(fn: Callable, *args):
     return value, time.perf_counter() - start
 
 
+def _current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # kB
+    return float("nan")
+
+
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -143,8 +161,11 @@ def _load_ours(case: Case):
 
 
 def _run_ours(model, audio: np.ndarray, case: Case) -> dict[str, str]:
-    """Both tasks through transcribe_and_translate, which shares windows and batches between them."""
+    """Both tasks through transcribe_and_translate, which shares windows and batches between them;
+    batch_size alone turns on the voice detector and the chunked decode."""
     options = {"temperature": 0.0, "beam_size": DECODES[case.decode], "condition_on_previous_text": True}
+    if ENGINE_BY_NAME[case.engine].batched:
+        options["batch_size"] = BATCH_SIZE
     if case.task == "both":
         return {task: r["text"] for task, r in model.transcribe_and_translate(audio, **options).items()}
     return {"transcribe": model.transcribe(audio, **options)["text"]}
@@ -168,18 +189,25 @@ def _run_openai(model, audio: np.ndarray, case: Case) -> dict[str, str]:
 
 
 def _load_faster(case: Case):
-    from faster_whisper import WhisperModel
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    compute_type = ENGINE_BY_NAME[case.engine].compute_type
-    return WhisperModel(case.model, device=case.device, compute_type=compute_type, cpu_threads=case.threads,
-                        num_workers=1)
+    engine = ENGINE_BY_NAME[case.engine]
+    model = WhisperModel(case.model, device=case.device, compute_type=engine.compute_type,
+                         cpu_threads=case.threads, num_workers=1)
+    return BatchedInferencePipeline(model) if engine.batched else model
 
 
 def _run_faster(model, audio: np.ndarray, case: Case) -> dict[str, str]:
+    """Sequential without the voice detector, like the other engines; batched with the pipeline's defaults
+    (its own Silero VAD) but for the decode settings every engine shares."""
+    if ENGINE_BY_NAME[case.engine].batched:
+        options = {"batch_size": BATCH_SIZE}
+    else:
+        options = {"condition_on_previous_text": True, "vad_filter": False}
     texts = {}
     for task in TASKS[case.task]:
         segments, _ = model.transcribe(audio, task=task, beam_size=DECODES[case.decode] or 1, temperature=0.0,
-                                       condition_on_previous_text=True, vad_filter=False)
+                                       **options)
         texts[task] = "".join(s.text for s in segments)  # segments is lazy: this runs the decode
     return texts
 
@@ -206,7 +234,8 @@ def case_worker(case: Case) -> dict:
 
 
 def service_worker(spec: ServiceSpec) -> dict:
-    """The same requests one after another, then all at once, on one TranscriptionService."""
+    """The same requests one after another, then all at once, on one TranscriptionService; its memory when
+    idle (warmed up), at its peak, and once the load has ended (what traffic left behind)."""
     import torch
 
     from whisper_core.options import make_options
@@ -217,7 +246,9 @@ def service_worker(spec: ServiceSpec) -> dict:
     audios = [np.load(p) for p in spec.audio]
     service = TranscriptionService(load_model(device=spec.device))
     service.warm_up()
-    plan, options = service.model.plan("both"), make_options(temperature=0.0)
+    gc.collect()
+    idle_rss = _current_rss_mib()
+    plan, options = service.model.plan("both"), make_options(temperature=0.0, batch_size=spec.batch_size)
 
     def request(audio: np.ndarray) -> float:
         return _timed(lambda: service.submit(audio, plan, options))[1]
@@ -227,9 +258,11 @@ def service_worker(spec: ServiceSpec) -> dict:
     service.stats = ServiceStats()
     with ThreadPoolExecutor(max_workers=len(audios)) as pool:
         concurrent, concurrent_s = _timed(lambda: list(pool.map(request, audios)))
+    gc.collect()
     return {"sequential": {"total_s": sequential_s, "latencies_s": sequential, "stats": sequential_stats},
             "concurrent": {"total_s": concurrent_s, "latencies_s": concurrent, "stats": asdict(service.stats)},
-            "model_loads": SpeechModel.loads, "peak_rss_mib": _peak_rss_mib()}
+            "model_loads": SpeechModel.loads, "peak_rss_mib": _peak_rss_mib(), "idle_rss_mib": idle_rss,
+            "after_rss_mib": _current_rss_mib()}
 
 
 def _random_network(dims: dict, device: str):
@@ -476,9 +509,12 @@ def run_cases(config: BenchConfig, engines: list[Engine], audio: dict, models: d
 
 def run_service(config: BenchConfig, audio: dict, workdir: Path) -> dict:
     files = [config.files[i % len(config.files)] for i in range(config.users)]
-    _progress(f"service: {config.users} requests one after another, then at once")
-    spec = ServiceSpec([audio[f][0] for f in files], config.device, config.threads)
-    return {"files": files, **spawn(sys.executable, "service", spec, config.threads, workdir)}
+    modes = {}
+    for label, batch_size in SERVICE_MODES.items():
+        _progress(f"service, {label}: {config.users} requests one after another, then at once")
+        spec = ServiceSpec([audio[f][0] for f in files], config.device, config.threads, batch_size)
+        modes[label] = spawn(sys.executable, "service", spec, config.threads, workdir)
+    return {"files": files, "modes": modes}
 
 
 def run_gpu(config: BenchConfig, audio: dict, workdir: Path) -> dict | None:
@@ -492,7 +528,8 @@ def run_gpu(config: BenchConfig, audio: dict, workdir: Path) -> dict | None:
 
 
 def run_bench(config: BenchConfig) -> dict:
-    report: dict = {"config": asdict(config), "not_run": [], "cases": [], "service": None}
+    report: dict = {"config": {**asdict(config), "batch_size": BATCH_SIZE}, "not_run": [], "cases": [],
+                    "service": None}
     with tempfile.TemporaryDirectory(prefix="whisper-bench-") as tmp:
         workdir = Path(tmp)
         audio = decode_files(config.files, workdir)
@@ -523,8 +560,8 @@ def _key(record: dict) -> tuple[str, str, str]:
     return case["file"], case["decode"], case["task"]
 
 
-def _ours_by_key(records: list[dict]) -> dict[tuple[str, str, str], dict]:
-    return {_key(r): r for r in records if r["case"]["engine"] == "ours" and "error" not in r}
+def _by_key(records: list[dict], engine: str) -> dict[tuple[str, str, str], dict]:
+    return {_key(r): r for r in records if r["case"]["engine"] == engine and "error" not in r}
 
 
 def _ratio(ours: dict | None, record: dict | None) -> str:
@@ -555,20 +592,25 @@ def machine_line(m: dict) -> str:
 
 
 def engine_table(records: list[dict]) -> str:
-    ours = _ours_by_key(records)
+    """A row per measurement, its wall time set against ours and ours batched: batched engines are read
+    against the batched baseline, and ours batched against ours."""
+    run = {r["case"]["engine"] for r in records}
+    baselines = {name: _by_key(records, name) for name in BASELINES if name in run}
+    ours = _by_key(records, "ours")
     rows = []
     for r in records:
         c = r["case"]
         head = [Path(c["file"]).name, f"{r['audio_s']:.1f}", ENGINE_BY_NAME[c["engine"]].label,
                 DECODE_LABELS[c["decode"]], TASK_LABELS[c["task"]]]
         if "error" in r:
-            rows.append(head + ["—", f"failed: {r['error']}", "—", "—", "—", "—"])
+            rows.append(head + ["—", f"failed: {r['error']}", "—", "—"] + ["—"] * len(baselines) + ["—"])
             continue
         rows.append(head + [f"{r['load_s']:.2f}", ", ".join(f"{w:.2f}" for w in r["walls_s"]),
-                            f"{min(r['walls_s']) / r['audio_s']:.3f}", f"{r['peak_rss_mib']:.0f}",
-                            _ratio(ours.get(_key(r)), r), _wer(ours.get(_key(r)), r)])
-    headers = ["file", "audio s", "engine", "decode", "task", "load s", "wall s, each run", "RTF",
-               "peak RSS MiB", "ours ÷ this", "WER vs ours"]
+                            f"{min(r['walls_s']) / r['audio_s']:.3f}", f"{r['peak_rss_mib']:.0f}"]
+                    + [_ratio(base.get(_key(r)), r) for base in baselines.values()]
+                    + [_wer(ours.get(_key(r)), r)])
+    headers = (["file", "audio s", "engine", "decode", "task", "load s", "wall s, each run", "RTF", "peak RSS MiB"]
+               + [f"{ENGINE_BY_NAME[name].label} ÷ this" for name in baselines] + ["WER vs ours"])
     return _table(headers, rows)
 
 
@@ -590,18 +632,26 @@ def ratio_table(records: list[dict]) -> str | None:
 
 
 def service_section(service: dict) -> str:
-    if "error" in service:
-        return f"Service: failed: {service['error']}"
+    """A row per decoding mode and way of arriving: time, latency, batching, memory."""
     n = len(service["files"])
-    rows = [[f"{n} one after another" if mode == "sequential" else f"{n} at once", f"{m['total_s']:.2f}",
-             f"{60 * n / m['total_s']:.1f}", ", ".join(f"{x:.2f}" for x in m["latencies_s"]),
-             str(m["stats"]["largest_step"])]
-            for mode, m in ((mode, service[mode]) for mode in ("sequential", "concurrent"))]
-    table = _table(["requests", "total s", "requests per minute", "latency s, each request", "largest step"], rows)
-    speedup = service["sequential"]["total_s"] / service["concurrent"]["total_s"]
+    rows, failed = [], []
+    for label, m in service["modes"].items():
+        if "error" in m:
+            failed.append(f"Service, {label}: failed: {m['error']}.")
+            continue
+        memory = [f"{m['idle_rss_mib']:.0f}", f"{m['peak_rss_mib']:.0f}", f"{m['after_rss_mib']:.0f}"]
+        rows += [[label, f"{n} one after another" if way == "sequential" else f"{n} at once",
+                  f"{m[way]['total_s']:.2f}", f"{60 * n / m[way]['total_s']:.1f}",
+                  ", ".join(f"{x:.2f}" for x in m[way]["latencies_s"]), str(m[way]["stats"]["largest_step"])]
+                 + (memory if way == "concurrent" else ["", "", ""])
+                 for way in ("sequential", "concurrent")]
+    table = _table(["decoding", "requests", "total s", "requests per minute", "latency s, each request",
+                    "largest step", "idle RSS MiB", "peak RSS MiB", "RSS after MiB"], rows)
+    loads = {m["model_loads"] for m in service["modes"].values() if "error" not in m}
     files = ", ".join(Path(f).name for f in service["files"])
-    return (f"{table}\n\nRequests: {files}. Throughput at once ÷ one after another: {speedup:.2f}×. "
-            f"Model loads: {service['model_loads']}. Peak RSS: {service['peak_rss_mib']:.0f} MiB.")
+    return "\n\n".join([table, f"Requests: {files}. A fresh process per decoding mode; model loads in each: "
+                         f"{', '.join(map(str, sorted(loads)))}. RSS after: once the requests are answered.",
+                         *failed])
 
 
 def gpu_section(gpu: dict | None) -> str:
@@ -622,9 +672,13 @@ def render(report: dict) -> str:
     config = report["config"]
     parts = [machine_line(report["machine"])]
     if not config["gpu_only"]:
-        parts += [f"### Engines ({config['device']}, runs per measurement: {config['runs']})",
-                  "Load: the second load in a fresh process (files cached). RTF: the fastest run ÷ audio "
-                  "length. WER vs ours: transcript (/ translation).", engine_table(report["cases"])]
+        notes = ("Load: the second load in a fresh process (files cached). RTF: the fastest run ÷ audio "
+                 "length. WER vs ours: transcript (/ translation).")
+        if any(ENGINE_BY_NAME[r["case"]["engine"]].batched for r in report["cases"]):
+            notes += (f" Batched: the speech cut at its pauses by the engine's own voice detector, "
+                      f"{config['batch_size']} chunks at once, no previous-text prompt between chunks.")
+        parts += [f"### Engines ({config['device']}, runs per measurement: {config['runs']})", notes,
+                  engine_table(report["cases"])]
         parts += [f"Not run: {note}." for note in report["not_run"]]
         if ratios := ratio_table(report["cases"]):
             parts += ["### Ratios: our wall time ÷ the reference's (below 1: ours is faster)", ratios]
@@ -635,7 +689,7 @@ def render(report: dict) -> str:
 
 
 def failed(report: dict) -> bool:
-    sections = [*report["cases"], report["service"] or {}, report["gpu"] or {}]
+    sections = [*report["cases"], *(report["service"] or {"modes": {}})["modes"].values(), report["gpu"] or {}]
     return any("error" in s for s in sections)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from . import environment
 from . import transcribe as longform
@@ -100,23 +101,18 @@ class TranscriptionService:
         self._worker.start()
 
     def warm_up(self) -> None:
-        """One short decode at start, so that the first visitor does not pay for lazy initialisation."""
-        self.submit(np.zeros(int(16000 * WARMUP_SECONDS), dtype=np.float32), self.model.plan("transcribe"),
-                    make_options(temperature=0.0))
+        """One short decode at start, and the voice detector's first call (batched mode), so that the
+        first visitor does not pay for lazy initialisation."""
+        silence = np.zeros(int(16000 * WARMUP_SECONDS), dtype=np.float32)
+        for batch_size in (None, 1):
+            self.submit(silence, self.model.plan("transcribe"), make_options(temperature=0.0, batch_size=batch_size))
         self.stats = ServiceStats()
 
     def stream(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
         """Run the plan's tasks on `audio`: a Progress after each window, then Finished. Closing the
         iterator early (the visitor left) cancels the request: its windows leave the batches at the next
         step. An engine fault is raised here, in the caller's thread."""
-        request = _Request([], plan)
-        # The log-mel (and voice detection) is computed in the caller's thread, beside the worker.
-        if options.batch_size:
-            request.chunked = self.model.chunked(audio, plan, options, request.report)
-            request.jobs, request.batch_size = request.chunked.all_jobs, options.batch_size
-        else:
-            prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
-            request.jobs = self.model.jobs(prepared, plan, options, request.report)
+        request = self._request(audio, plan, options)
         self._incoming.put(request)
         try:
             while True:
@@ -129,12 +125,40 @@ class TranscriptionService:
         finally:
             request.cancelled.set()  # nothing to cancel once finished
 
+    def stream_here(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
+        """`stream`, with the request stepped in the calling thread rather than by the worker: a ZeroGPU
+        call runs in a forked child process, which has the model but none of the parent's threads. Nor
+        has it OpenMP's thread team: torch is set to one CPU thread, or its first parallel operation on
+        the CPU (the voice detector's, say) would wait forever for threads that were not forked."""
+        torch.set_num_threads(1)
+        request = self._request(audio, plan, options)
+        active, rotation = [request], itertools.count()
+        while active:
+            self._turn(active, rotation)
+            while not request.events.empty():
+                event = request.events.get_nowait()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+
     def submit(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> dict[str, dict | None]:
         """`stream` to the end: {task: result}."""
         for event in self.stream(audio, plan, options):
             if isinstance(event, Finished):
                 return event.results
         raise AssertionError("a request's stream ends with Finished")
+
+    def _request(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> _Request:
+        """The request's jobs, with the log-mel (and voice detection) computed in the caller's thread,
+        beside the worker."""
+        request = _Request([], plan)
+        if options.batch_size:
+            request.chunked = self.model.chunked(audio, plan, options, request.report)
+            request.jobs, request.batch_size = request.chunked.all_jobs, options.batch_size
+        else:
+            prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
+            request.jobs = self.model.jobs(prepared, plan, options, request.report)
+        return request
 
     def _work(self) -> None:
         active: list[_Request] = []
@@ -143,18 +167,22 @@ class TranscriptionService:
             if not active:
                 active.append(self._incoming.get())
             self._drain(active)
-            self._drop_cancelled(active)
-            if not active:
-                continue
-            self._admit([r for r in active if not r.admitted])
-            jobs = [job for r in active if r.error is None for job in r.ready()]
-            if len(jobs) > self.max_batch:  # take turns when more windows wait than a batch holds
-                start = next(rotation) % len(jobs)
-                jobs = (jobs[start:] + jobs[:start])[: self.max_batch]
-            self._step(active, jobs)
-            for request in [r for r in active if r.error or r.done]:
-                active.remove(request)
-                self._finish(request)
+            self._turn(active, rotation)
+
+    def _turn(self, active: list[_Request], rotation: Iterator[int]) -> None:
+        """One step of every request in flight: new ones admitted, finished ones answered."""
+        self._drop_cancelled(active)
+        if not active:
+            return
+        self._admit([r for r in active if not r.admitted])
+        jobs = [job for r in active if r.error is None for job in r.ready()]
+        if len(jobs) > self.max_batch:  # take turns when more windows wait than a batch holds
+            start = next(rotation) % len(jobs)
+            jobs = (jobs[start:] + jobs[:start])[: self.max_batch]
+        self._step(active, jobs)
+        for request in [r for r in active if r.error or r.done]:
+            active.remove(request)
+            self._finish(request)
 
     def _finish(self, request: _Request) -> None:
         if request.error is not None:
@@ -224,12 +252,14 @@ _shared_lock = threading.Lock()
 
 def get_service() -> TranscriptionService:
     """The process's service, created (model loaded and warmed up) on first use. `WHISPER_MODEL` and
-    `WHISPER_DEVICE` choose the model and the device; `WHISPER_INT8=1` the CPU's int8 mode."""
+    `WHISPER_DEVICE` choose the model and the device; `WHISPER_INT8=1` the CPU's int8 mode. On a ZeroGPU
+    Space (`SPACES_ZERO_GPU`), where only the decorated calls have the GPU, the warm-up is left out."""
     global _shared
     with _shared_lock:
         if _shared is None:
             model = load_model(environment.text("WHISPER_MODEL"), environment.text("WHISPER_DEVICE"),
                                int8=environment.flag("WHISPER_INT8"))
             _shared = TranscriptionService(model)
-            _shared.warm_up()
+            if not environment.flag("SPACES_ZERO_GPU"):  # there, the main process never has the GPU
+                _shared.warm_up()
         return _shared
