@@ -36,6 +36,7 @@ USERS = 4
 DECODES = {"greedy": None, "beam5": 5}  # beam_size; temperature 0 alone (no fallback) for both
 DECODE_LABELS = {"greedy": "greedy", "beam5": "beam 5"}
 BATCH_SIZE = 8  # speech chunks decoded at once by the batched engines (faster-whisper's own default)
+AFTER_LOAD_S = 1.0  # the service's memory is read this long after its last answer
 SERVICE_MODES = {"sequential": None, "batched": BATCH_SIZE}  # the service measured in each, batch_size
 TASKS = {"transcribe": ("transcribe",), "both": ("transcribe", "translate")}
 TASK_LABELS = {"transcribe": "transcribe", "both": "transcribe + translate"}
@@ -259,6 +260,7 @@ def service_worker(spec: ServiceSpec) -> dict:
     with ThreadPoolExecutor(max_workers=len(audios)) as pool:
         concurrent, concurrent_s = _timed(lambda: list(pool.map(request, audios)))
     gc.collect()
+    time.sleep(AFTER_LOAD_S)  # the worker, idle again, hands the heap's free memory back
     return {"sequential": {"total_s": sequential_s, "latencies_s": sequential, "stats": sequential_stats},
             "concurrent": {"total_s": concurrent_s, "latencies_s": concurrent, "stats": asdict(service.stats)},
             "model_loads": SpeechModel.loads, "peak_rss_mib": _peak_rss_mib(), "idle_rss_mib": idle_rss,
@@ -650,7 +652,7 @@ def service_section(service: dict) -> str:
     loads = {m["model_loads"] for m in service["modes"].values() if "error" not in m}
     files = ", ".join(Path(f).name for f in service["files"])
     return "\n\n".join([table, f"Requests: {files}. A fresh process per decoding mode; model loads in each: "
-                         f"{', '.join(map(str, sorted(loads)))}. RSS after: once the requests are answered.",
+                         f"{', '.join(map(str, sorted(loads)))}. RSS after: a second after the last answer.",
                          *failed])
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import environment
+from . import environment, heap
 from . import transcribe as longform
 from .chunks import ChunkedRun
 from .options import TASKS, TranscribeOptions, make_options
@@ -97,6 +97,7 @@ class TranscriptionService:
         self.max_wait = max_wait
         self.stats = ServiceStats()
         self._incoming: queue.Queue[_Request] = queue.Queue()
+        heap.limit_arenas()  # before the worker and the callers' threads allocate
         self._worker = threading.Thread(target=self._work, name="whisper-worker", daemon=True)
         self._worker.start()
 
@@ -165,6 +166,7 @@ class TranscriptionService:
         rotation = itertools.count()
         while True:
             if not active:
+                heap.give_back()  # the load has ended: what it needed goes back to the system
                 active.append(self._incoming.get())
             self._drain(active)
             self._turn(active, rotation)
