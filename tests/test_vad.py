@@ -100,3 +100,28 @@ def test_the_detector_leaves_torch_its_threads():
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "2"
+
+
+@pytest.mark.parametrize("name", ["en_ljspeech_printing_longform.ogg", "en_apollo11_air_to_ground.mp3",
+                                  "nonspeech_laughter.mp3"])
+def test_the_sequence_model_finds_the_stretches_the_streaming_model_finds(shared, name):
+    """The detector runs silero's sequence model in ONNX Runtime; silero's streaming TorchScript model,
+    frame by frame, finds the same stretches with the settings both the detector and the chunker use."""
+    import silero_vad
+    import torch
+
+    from whisper_core.audio import load_audio
+    from whisper_core.chunks import CHUNK_MIN_SILENCE_MS, MAX_STRETCH_S
+    from whisper_core.vad import MIN_SILENCE_MS, MIN_SPEECH_MS, SPEECH_PAD_MS, THRESHOLD, find_speech
+
+    audio = load_audio(str(shared / "audio" / name))
+    threads = torch.get_num_threads()
+    streaming = silero_vad.load_silero_vad()
+    torch.set_num_threads(threads)
+    for silence_ms, longest in ((MIN_SILENCE_MS, float("inf")), (CHUNK_MIN_SILENCE_MS, MAX_STRETCH_S)):
+        found = silero_vad.get_speech_timestamps(
+            torch.from_numpy(audio), streaming, threshold=THRESHOLD, sampling_rate=SAMPLE_RATE,
+            min_speech_duration_ms=MIN_SPEECH_MS, min_silence_duration_ms=silence_ms,
+            max_speech_duration_s=longest, speech_pad_ms=SPEECH_PAD_MS)
+        spans = find_speech(audio, min_silence_ms=silence_ms, max_speech_s=longest).spans
+        assert spans == tuple((s["start"], s["end"]) for s in found)
