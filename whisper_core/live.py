@@ -1,0 +1,440 @@
+"""Live transcription: audio pushed as it is heard (a microphone, a stream), decoded again and again as
+the buffer grows, and text committed once two consecutive decodes agree on it (LocalAgreement-2), so a
+page can show final words early and a tentative tail that may still change.
+
+`python -m whisper_core.live FILE` plays a file as a microphone would and prints each commit."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import transcribe as longform
+from .audio import SAMPLE_RATE
+from .options import TranscribeOptions
+from .speech_model import SpeechModel
+from .tasks import TaskPlan
+from .timing import SENTENCE_END_MARKS
+from .transcribe import Audio
+from .vad import SpeechMap, find_speech, keep_speech
+
+# Once the buffer is this long, the audio up to the last committed end of a segment or sentence is
+# dropped; past MAX_BUFFER_S, up to the last committed word (a speaker who never pauses).
+TRIM_AFTER_S = 15.0
+MAX_BUFFER_S = 25.0
+KEEP_AFTER_SILENCE_S = 1.0  # a buffer without speech is cut to this much: a word may be starting
+LANGUAGE_AFTER_S = 3.0  # seconds of speech the language is named from (then fixed for the session)
+PROMPT_CHARS = 200  # committed text given as the prompt: the last this many characters, whole words
+# A decode hears again the committed words still in the buffer: its words that start before the last
+# committed end (less this slack, as word times move a little between decodes) are those, and so are
+# up to MAX_OVERLAP first words that repeat the committed tail, when they start within OVERLAP_S of it.
+TIME_SLACK_S = 0.1
+MAX_OVERLAP = 5
+OVERLAP_S = 1.0
+
+
+def as_mono_float(chunk: np.ndarray) -> np.ndarray:
+    """Samples as a browser sends them ([n] or [n, channels], int16 or float) -> mono float32 in [-1, 1]."""
+    samples = np.asarray(chunk)
+    if samples.dtype.kind == "i":
+        samples = samples.astype(np.float32) / (np.iinfo(samples.dtype).max + 1)
+    elif samples.dtype.kind != "f":
+        raise ValueError(f"audio samples must be signed integers or floats, not {samples.dtype}")
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    elif samples.ndim != 1:
+        raise ValueError(f"audio must be [samples] or [samples, channels], not shape {samples.shape}")
+    return samples.astype(np.float32, copy=False)
+
+
+class Resampler:
+    """One stream at `rate` -> 16 kHz by linear interpolation, continuous across chunks: the result does
+    not depend on how the stream was cut."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self._seen = 0  # input samples so far
+        self._made = 0  # output samples so far
+        self._last = np.zeros(1, dtype=np.float32)  # the previous chunk's last sample
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        if self.rate == SAMPLE_RATE or not len(chunk):
+            return chunk
+        step = self.rate / SAMPLE_RATE
+        until = self._seen + len(chunk) - 1  # the last input position this chunk covers
+        count = int(until / step) + 1 - self._made
+        at = (self._made + np.arange(count)) * step
+        known = np.concatenate([self._last, chunk]) if self._seen else chunk
+        positions = np.arange(self._seen - (1 if self._seen else 0), until + 1)
+        self._seen, self._made, self._last = until + 1, self._made + count, chunk[-1:]
+        return np.interp(at, positions, known).astype(np.float32)
+
+
+def _key(word: str) -> str:
+    """A word as agreement compares it: case and punctuation do not count."""
+    return "".join(c for c in word.casefold() if not unicodedata.category(c).startswith("P")).strip()
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str  # as the model wrote it, with its leading space
+    start: float  # seconds in the stream
+    end: float
+    line: int  # which segment of its decode it is in
+    closes: bool  # it ends a segment or a sentence: the buffer may be cut after it
+
+    @property
+    def key(self) -> str:
+        return _key(self.text)
+
+    def as_dict(self) -> dict:
+        return {"word": self.text, "start": self.start, "end": self.end}
+
+
+def _decoded_words(segments: list[dict], offset: float) -> list[_Word]:
+    """The words of one decode of the buffer, in stream time."""
+    words = []
+    for line, segment in enumerate(segments):
+        timed = segment.get("words", [])
+        for i, w in enumerate(timed):
+            last = i == len(timed) - 1 and line < len(segments) - 1
+            closes = last or w["word"].strip().endswith(tuple(SENTENCE_END_MARKS))
+            words.append(_Word(w["word"], round(offset + w["start"], 3), round(offset + w["end"], 3), line, closes))
+    return words
+
+
+def _line(words: list[_Word]) -> dict:
+    return {"start": words[0].start, "end": words[-1].end, "text": "".join(w.text for w in words).strip(),
+            "words": [w.as_dict() for w in words]}
+
+
+class _Track:
+    """One task's text: committed words (final), the tentative words of the last decode, and the lines
+    handed out."""
+
+    def __init__(self) -> None:
+        self.committed: list[_Word] = []  # what agreement took, repeated lines too (they were heard)
+        self.tentative: list[_Word] = []
+        self.lines: list[dict] = []
+
+    @property
+    def end(self) -> float | None:
+        return self.committed[-1].end if self.committed else None
+
+    @property
+    def closed_end(self) -> float | None:
+        """Where the last committed segment or sentence ends."""
+        return next((w.end for w in reversed(self.committed) if w.closes), None)
+
+    def prompt(self, before: float) -> str:
+        """The last PROMPT_CHARS of the committed text whose audio is gone from the buffer (words still in
+        it are heard again; in the prompt too, the model would take them as said already)."""
+        kept: list[str] = []
+        for line in reversed(self.lines):
+            for word in reversed(line["words"]):
+                if word["end"] <= before:
+                    if sum(map(len, kept)) + len(word["word"]) > PROMPT_CHARS:
+                        return "".join(reversed(kept)).strip()
+                    kept.append(word["word"])
+        return "".join(reversed(kept)).strip()
+
+    def _unheard(self, words: list[_Word]) -> list[_Word]:
+        """The words of a decode that come after what is committed."""
+        if not self.committed:
+            return words
+        end = self.committed[-1].end
+        words = [w for w in words if w.start > end - TIME_SLACK_S]
+        if words and words[0].start - end < OVERLAP_S:
+            tail = [w.key for w in self.committed[-MAX_OVERLAP:]]
+            for n in range(min(len(tail), len(words)), 0, -1):
+                if [w.key for w in words[:n]] == tail[-n:]:
+                    return words[n:]
+        return words
+
+    def agree(self, words: list[_Word], final: bool) -> list[dict]:
+        """Commit what this decode and the one before agree on (all of it when `final`); returns the new
+        lines, a line that repeats the one before it left out."""
+        words = self._unheard(words)
+        agreed = len(words) if final else 0
+        if not final:
+            while agreed < min(len(words), len(self.tentative)) and words[agreed].key == self.tentative[agreed].key:
+                agreed += 1
+        new, self.tentative = words[:agreed], words[agreed:]
+        self.committed.extend(new)
+        lines = []
+        for line in _split_lines(new):
+            said = [w.key for w in line]
+            if self.lines and said == [_key(w["word"]) for w in self.lines[-1]["words"]]:
+                continue
+            self.lines.append(_line(line))
+            lines.append(self.lines[-1])
+        return lines
+
+    @property
+    def tentative_text(self) -> str:
+        return "".join(w.text for w in self.tentative).strip()
+
+
+def _split_lines(words: list[_Word]) -> list[list[_Word]]:
+    """Consecutive words of one segment of their decode together."""
+    lines: list[list[_Word]] = []
+    for word in words:
+        if lines and lines[-1][-1].line == word.line:
+            lines[-1].append(word)
+        else:
+            lines.append([word])
+    return lines
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one step changed. `committed`: per task decoded, the lines committed now ({start, end, text,
+    words: [{word, start, end}]}, seconds in the stream), final; `tentative`: per task, the text heard
+    after them, which the next decodes may still change; `language`: None until it is named."""
+
+    committed: dict[str, list[dict]]
+    tentative: dict[str, str]
+    language: str | None
+
+
+class LiveSession:
+    """A stream of audio, transcribed (and translated) as it arrives. `push` only stores the audio;
+    `step` decodes everything buffered at once, so a stream that falls behind is never queued decodes
+    deep; `finish` commits what is left. `push` may be called from another thread than `step`."""
+
+    def __init__(self, model: SpeechModel, plan: TaskPlan, options: TranscribeOptions):
+        self.model = model
+        self.plan = plan
+        self.options = dataclasses.replace(options, word_timestamps=True, vad_filter=False, batch_size=None)
+        self.language = options.language or (None if model.is_multilingual else "en")
+        self._tracks: dict[str, _Track] = {}
+        if self.language is not None:
+            self._start_tracks()
+        self._lock = threading.Lock()
+        self._arrived: list[np.ndarray] = []  # pushed, not yet taken by a step
+        self._resampler = Resampler(SAMPLE_RATE)
+        self._received = 0  # samples pushed (16 kHz)
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._offset = 0  # samples dropped from the buffer's start: stream time = offset + buffer time
+        self._decoded_to = 0  # the stream sample the speech ended at, at the last decode
+
+    @property
+    def received_s(self) -> float:
+        """Seconds of audio pushed so far."""
+        return self._received / SAMPLE_RATE
+
+    def push(self, chunk: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        """Add audio ([n] or [n, channels], int16 or float, any rate); nothing is decoded here."""
+        samples = as_mono_float(chunk)
+        with self._lock:
+            if sample_rate != self._resampler.rate:
+                self._resampler = Resampler(sample_rate)
+            samples = self._resampler(samples)
+            self._arrived.append(samples)
+            self._received += len(samples)
+
+    def step(self) -> Update:
+        """Decode the buffer with what arrived since the last step, and commit what two decodes agree on."""
+        return self._advance(final=False)
+
+    def finish(self) -> Update:
+        """The end of the stream: decode what is left once more and commit all of it."""
+        update = self._advance(final=True)
+        self._drop(len(self._buffer))
+        return update
+
+    def segments(self, task: str) -> list[dict]:
+        """The lines committed so far for `task` (none for a task not decoded)."""
+        track = self._tracks.get(task)
+        return list(track.lines) if track else []
+
+    def text(self, task: str) -> str | None:
+        """The committed text of `task`; None for a task the plan does not decode for this language."""
+        if not self.plan.runs(task, self.language):
+            return None
+        return "".join(w["word"] for line in self.segments(task) for w in line["words"]).strip()
+
+    def _start_tracks(self) -> None:
+        self._tracks = {task: _Track() for task in self.plan.tasks if self.plan.runs(task, self.language)}
+
+    def _take(self) -> int:
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        if arrived:
+            self._buffer = np.concatenate([self._buffer, *arrived])
+        return sum(map(len, arrived))
+
+    def _drop(self, samples: int) -> None:
+        if samples > 0:
+            self._buffer = self._buffer[samples:]
+            self._offset += samples
+
+    def _advance(self, final: bool) -> Update:
+        arrived = self._take()
+        if not arrived and not final:  # the same audio decoded twice would agree with itself
+            return self._update({})
+        speech = find_speech(self._buffer) if len(self._buffer) else SpeechMap((), 0)
+        if not speech.spans:  # nothing said: nothing decoded, and no "Thank you." over the silence
+            for track in self._tracks.values():
+                track.tentative = []
+            self._drop(len(self._buffer) - round(KEEP_AFTER_SILENCE_S * SAMPLE_RATE))
+            return self._update({})
+        if self.language is None:
+            if not final and speech.speech_samples < LANGUAGE_AFTER_S * SAMPLE_RATE and (
+                len(self._buffer) < MAX_BUFFER_S * SAMPLE_RATE
+            ):
+                return self._update({})
+            self.language = self.model.detect_language(keep_speech(self._buffer, speech))[0]
+            self._start_tracks()
+        heard_to = self._offset + speech.spans[-1][1]
+        tracks = self._tracks.items()
+        if heard_to <= self._decoded_to:  # no new speech: a decode would only repeat the last one
+            if final:
+                return self._update({task: track.agree(track.tentative, True) for task, track in tracks})
+            if not any(track.tentative for track in self._tracks.values()):
+                return self._update({})
+        self._decoded_to = heard_to
+        decoded = self._decode(speech)
+        committed = {task: track.agree(decoded[task], final) for task, track in tracks}
+        self._trim()
+        return self._update(committed)
+
+    def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
+        """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
+        encoded once), each prompted with its own committed text."""
+        audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
+        start = self._offset / SAMPLE_RATE
+        jobs = []
+        for task, track in self._tracks.items():
+            prompt = " ".join(filter(None, [self.options.initial_prompt, track.prompt(start)]))
+            options = dataclasses.replace(self.options.for_task(task), language=self.language,
+                                          initial_prompt=prompt or None)
+            jobs.append(self.model.job(audio, options))
+        results = longform.run(self.model.net, jobs)
+        return {task: _decoded_words(r["segments"], start) for task, r in zip(self._tracks, results, strict=True)}
+
+    def _trim(self) -> None:
+        """Drop the audio whose text every task has committed up to the end of a segment or sentence."""
+        if len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
+            return
+        ends = [track.closed_end for track in self._tracks.values()]
+        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and None in ends:
+            ends = [track.end for track in self._tracks.values()]
+        if ends and None not in ends:
+            self._drop(round(min(ends) * SAMPLE_RATE) - self._offset)
+
+    def _update(self, committed: dict[str, list[dict]]) -> Update:
+        return Update({task: committed.get(task, []) for task in self._tracks},
+                      {task: track.tentative_text for task, track in self._tracks.items()}, self.language)
+
+
+def play(session: LiveSession, samples: np.ndarray, *, chunk_s: float, speed: float,
+         report: Callable[[Update, float], None]) -> None:
+    """Push `samples` (16 kHz) in chunks of `chunk_s` at `speed` times real time, stepping whenever the
+    last step is done (it takes all that arrived meanwhile); `speed` 0: each chunk at once, then a step.
+    `report` gets each update and the seconds pushed when it came."""
+    size = max(1, round(chunk_s * SAMPLE_RATE))
+    if speed <= 0:
+        for start in range(0, len(samples), size):
+            session.push(samples[start : start + size])
+            report(session.step(), session.received_s)
+    else:
+        def feed() -> None:
+            began = time.monotonic()
+            for start in range(0, len(samples), size):
+                end = min(start + size, len(samples))
+                time.sleep(max(0.0, began + end / SAMPLE_RATE / speed - time.monotonic()))
+                session.push(samples[start:end])
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        stepped = 0.0
+        while feeder.is_alive() or stepped < session.received_s:
+            if session.received_s == stepped:
+                time.sleep(min(0.05, chunk_s / speed / 4))
+                continue
+            stepped = session.received_s
+            update = session.step()
+            report(update, session.received_s)
+        feeder.join()
+    report(session.finish(), session.received_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m whisper_core.live",
+                                description="Play an audio file as a microphone and print the live text.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", help="an audio or video file")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate", "both"])
+    p.add_argument("--language", default=None, help="the spoken language (default: detect from the first speech)")
+    p.add_argument("--speed", type=float, default=1.0, help="times real time; 0: as fast as decoding goes")
+    p.add_argument("--chunk_s", type=float, default=0.5, help="seconds of audio in each push")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per commit, then a last 'done' line")
+    return p
+
+
+def _printer(jsonl: bool) -> Callable[[Update, float], None]:
+    from .writers import format_timestamp
+
+    def report(update: Update, fed_s: float) -> None:
+        for task, lines in update.committed.items():
+            for line in lines:
+                if jsonl:
+                    row = {"task": task, "start": line["start"], "end": line["end"], "text": line["text"],
+                           "fed_s": round(fed_s, 3), "words": line["words"]}
+                    print(json.dumps(row, ensure_ascii=False), flush=True)
+                else:
+                    print(f"[{format_timestamp(line['start'])} --> {format_timestamp(line['end'])}] {task}: "
+                          f"{line['text']}", flush=True)
+
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .audio import load_audio
+    from .options import OptionsError, make_options
+    from .speech_model import load_model
+
+    if not Path(args.file).is_file():
+        print(f"error: {args.file}: no such file", file=sys.stderr)
+        return 2
+    if args.chunk_s <= 0 or args.speed < 0:
+        print("error: --chunk_s must be above 0 and --speed 0 or above", file=sys.stderr)
+        return 2
+    try:
+        options = make_options(language=args.language, temperature=0.0)
+        samples = load_audio(args.file)
+    except OptionsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError:
+        print(f"error: {args.file}: not a readable audio file", file=sys.stderr)
+        return 2
+    model = load_model()
+    plan = model.plan(args.task)
+    if not plan.tasks:
+        print(f"error: this model cannot translate: {plan.cannot_translate}", file=sys.stderr)
+        return 2
+    session = LiveSession(model, plan, options)
+    play(session, samples, chunk_s=args.chunk_s, speed=args.speed, report=_printer(args.jsonl))
+    texts = {task: session.text(task) for task in ("transcribe", "translate")}
+    if args.jsonl:
+        print(json.dumps({"done": True, **texts}, ensure_ascii=False), flush=True)
+    else:
+        print(*(text for text in texts.values() if text), sep="\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
