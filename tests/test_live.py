@@ -16,9 +16,9 @@ from whisper_core.options import make_options
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 1.0  # seconds pushed between steps
-# Live decodes see a growing buffer, not the whole file, and commit each word once: a word or two of
-# twenty may come out unlike the offline transcript.
-WER_MARGIN = 0.15
+# Live decodes see a growing buffer, not the whole file, and commit each word once: on these sentences
+# of 13 and 22 words, two words may come out unlike the offline transcript (an inflection, a comma).
+WER_MARGIN = 0.2
 STEREO_MARGIN = 0.05  # 48 kHz int16 stereo against 16 kHz float mono: at most one word in twenty
 
 
@@ -78,12 +78,15 @@ def test_committed_text_never_changes(jfk):
 
 @pytest.mark.parametrize("name", ["en_jfk_ask_not.flac", "fr_sous_le_consulat.wav"])
 def test_final_text_is_the_offline_transcript(model, shared, manifest, jfk, consulat, name):
+    """Within the margin of the offline transcript, and no further than that from what was said."""
     session = jfk[1] if name.startswith("en_") else consulat[0]
     entry = next(e for e in manifest if e["file"] == name)
+    language, said = entry["language"], entry["reference"]
     offline = model.transcribe(str(shared / "audio" / name), temperature=0.0)["text"]
     live = session.text("transcribe")
-    assert session.language == entry["language"]
-    assert error_rate(offline, live, entry["language"]) <= WER_MARGIN, (offline, live)
+    assert session.language == language
+    assert error_rate(offline, live, language) <= WER_MARGIN, (offline, live)
+    assert error_rate(said, live, language) <= error_rate(said, offline, language) + WER_MARGIN, (said, live)
 
 
 def test_silence_and_noise_commit_nothing(model, shared):
@@ -117,7 +120,7 @@ def _live(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_command_prints_commits_as_they_are_heard(shared):
-    proc = _live(str(shared / "audio" / "en_jfk_ask_not.flac"), "--jsonl", "--speed", "0", "--chunk_s", "1")
+    proc = _live(str(shared / "audio" / "en_jfk_ask_not.flac"), "--jsonl", "--speed", "0", "--chunk_s", "2")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     commits, done = rows[:-1], rows[-1]

@@ -33,12 +33,11 @@ from .vad import SpeechMap, find_speech, keep_speech
 TRIM_AFTER_S = 15.0
 MAX_BUFFER_S = 25.0
 KEEP_AFTER_SILENCE_S = 1.0  # a buffer without speech is cut to this much: a word may be starting
-LANGUAGE_AFTER_S = 3.0  # seconds of speech the language is named from (then fixed for the session)
+# The language is named from this much speech (or what the buffer holds at MAX_BUFFER_S), then fixed.
+LANGUAGE_AFTER_S = 3.0
 PROMPT_CHARS = 200  # committed text given as the prompt: the last this many characters, whole words
-# A decode hears again the committed words still in the buffer: its words that start before the last
-# committed end (less this slack, as word times move a little between decodes) are those, and so are
-# up to MAX_OVERLAP first words that repeat the committed tail, when they start within OVERLAP_S of it.
-TIME_SLACK_S = 0.1
+# A decode hears again the committed words still in the buffer: it is matched to the committed text by
+# the last MAX_OVERLAP committed words, said again within OVERLAP_S of where they were heard.
 MAX_OVERLAP = 5
 OVERLAP_S = 1.0
 
@@ -91,7 +90,7 @@ class _Word:
     start: float  # seconds in the stream
     end: float
     line: int  # which segment of its decode it is in
-    closes: bool  # it ends a segment or a sentence: the buffer may be cut after it
+    closes: bool  # in its decode, it ends a segment or a sentence: the buffer may be cut after it
 
     @property
     def key(self) -> str:
@@ -126,51 +125,54 @@ class _Track:
         self.committed: list[_Word] = []  # what agreement took, repeated lines too (they were heard)
         self.tentative: list[_Word] = []
         self.lines: list[dict] = []
+        self.cut: float | None = None  # the last end of a segment or sentence in the committed text
 
     @property
     def end(self) -> float | None:
         return self.committed[-1].end if self.committed else None
 
-    @property
-    def closed_end(self) -> float | None:
-        """Where the last committed segment or sentence ends."""
-        return next((w.end for w in reversed(self.committed) if w.closes), None)
-
     def prompt(self, before: float) -> str:
         """The last PROMPT_CHARS of the committed text whose audio is gone from the buffer (words still in
         it are heard again; in the prompt too, the model would take them as said already)."""
-        kept: list[str] = []
-        for line in reversed(self.lines):
-            for word in reversed(line["words"]):
-                if word["end"] <= before:
-                    if sum(map(len, kept)) + len(word["word"]) > PROMPT_CHARS:
-                        return "".join(reversed(kept)).strip()
-                    kept.append(word["word"])
-        return "".join(reversed(kept)).strip()
+        said = [w["word"] for line in self.lines for w in line["words"] if w["end"] <= before]
+        text = ""
+        for word in reversed(said):
+            if len(text) + len(word) > PROMPT_CHARS:
+                break
+            text = word + text
+        return text.strip()
 
     def _unheard(self, words: list[_Word]) -> list[_Word]:
-        """The words of a decode that come after what is committed."""
+        """The words of a decode that come after what is committed: after the longest run of the committed
+        tail that it says again where that was heard (times move between decodes, and the last word of a
+        decode often stretches to the buffer's end); failing that, the words whose middle is later."""
         if not self.committed:
             return words
         end = self.committed[-1].end
-        words = [w for w in words if w.start > end - TIME_SLACK_S]
-        if words and words[0].start - end < OVERLAP_S:
-            tail = [w.key for w in self.committed[-MAX_OVERLAP:]]
-            for n in range(min(len(tail), len(words)), 0, -1):
-                if [w.key for w in words[:n]] == tail[-n:]:
-                    return words[n:]
-        return words
+        keys = [w.key for w in words]
+        tail = [w.key for w in self.committed[-MAX_OVERLAP:]]
+        for n in range(len(tail), 0, -1):
+            found = [i + n for i in range(len(words) - n + 1)
+                     if keys[i : i + n] == tail[-n:] and abs(words[i + n - 1].end - end) < OVERLAP_S]
+            if found:
+                return words[min(found, key=lambda after: abs(words[after - 1].end - end)) :]
+        return [w for w in words if (w.start + w.end) / 2 > end]
 
     def agree(self, words: list[_Word], final: bool) -> list[dict]:
         """Commit what this decode and the one before agree on (all of it when `final`); returns the new
         lines, a line that repeats the one before it left out."""
-        words = self._unheard(words)
-        agreed = len(words) if final else 0
+        unheard = self._unheard(words)
+        agreed = len(unheard) if final else 0
         if not final:
-            while agreed < min(len(words), len(self.tentative)) and words[agreed].key == self.tentative[agreed].key:
+            while agreed < min(len(unheard), len(self.tentative)) and (
+                unheard[agreed].key == self.tentative[agreed].key
+            ):
                 agreed += 1
-        new, self.tentative = words[:agreed], words[agreed:]
+        new, self.tentative = unheard[:agreed], unheard[agreed:]
         self.committed.extend(new)
+        if self.committed:  # where this decode, which sees more, puts the segment ends of the committed text
+            ends = [w.end for w in words if w.closes and w.end <= self.committed[-1].end]
+            self.cut = max([*ends, self.cut or 0.0]) if ends else self.cut
         lines = []
         for line in _split_lines(new):
             said = [w.key for w in line]
@@ -210,7 +212,9 @@ class Update:
 class LiveSession:
     """A stream of audio, transcribed (and translated) as it arrives. `push` only stores the audio;
     `step` decodes everything buffered at once, so a stream that falls behind is never queued decodes
-    deep; `finish` commits what is left. `push` may be called from another thread than `step`."""
+    deep; `finish` commits what is left. `push` may be called from another thread than `step`.
+    `options` are the long-form ones, word times always on; give temperature=0: a ladder resamples unsure
+    windows, and sampled decodes seldom agree."""
 
     def __init__(self, model: SpeechModel, plan: TaskPlan, options: TranscribeOptions):
         self.model = model
@@ -280,34 +284,39 @@ class LiveSession:
             self._offset += samples
 
     def _advance(self, final: bool) -> Update:
+        committed = self._commit(final)
+        self._trim()
+        return Update({task: committed.get(task, []) for task in self._tracks},
+                      {task: track.tentative_text for task, track in self._tracks.items()}, self.language)
+
+    def _commit(self, final: bool) -> dict[str, list[dict]]:
+        """Take what arrived and decode the buffer when there is new speech; the lines committed."""
         arrived = self._take()
         if not arrived and not final:  # the same audio decoded twice would agree with itself
-            return self._update({})
+            return {}
         speech = find_speech(self._buffer) if len(self._buffer) else SpeechMap((), 0)
         if not speech.spans:  # nothing said: nothing decoded, and no "Thank you." over the silence
             for track in self._tracks.values():
                 track.tentative = []
             self._drop(len(self._buffer) - round(KEEP_AFTER_SILENCE_S * SAMPLE_RATE))
-            return self._update({})
+            return {}
         if self.language is None:
             if not final and speech.speech_samples < LANGUAGE_AFTER_S * SAMPLE_RATE and (
                 len(self._buffer) < MAX_BUFFER_S * SAMPLE_RATE
             ):
-                return self._update({})
+                return {}
             self.language = self.model.detect_language(keep_speech(self._buffer, speech))[0]
             self._start_tracks()
         heard_to = self._offset + speech.spans[-1][1]
         tracks = self._tracks.items()
         if heard_to <= self._decoded_to:  # no new speech: a decode would only repeat the last one
             if final:
-                return self._update({task: track.agree(track.tentative, True) for task, track in tracks})
+                return {task: track.agree(track.tentative, True) for task, track in tracks}
             if not any(track.tentative for track in self._tracks.values()):
-                return self._update({})
+                return {}
         self._decoded_to = heard_to
         decoded = self._decode(speech)
-        committed = {task: track.agree(decoded[task], final) for task, track in tracks}
-        self._trim()
-        return self._update(committed)
+        return {task: track.agree(decoded[task], final) for task, track in tracks}
 
     def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
         """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
@@ -327,15 +336,11 @@ class LiveSession:
         """Drop the audio whose text every task has committed up to the end of a segment or sentence."""
         if len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
             return
-        ends = [track.closed_end for track in self._tracks.values()]
+        ends = [track.cut for track in self._tracks.values()]
         if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and None in ends:
             ends = [track.end for track in self._tracks.values()]
         if ends and None not in ends:
             self._drop(round(min(ends) * SAMPLE_RATE) - self._offset)
-
-    def _update(self, committed: dict[str, list[dict]]) -> Update:
-        return Update({task: committed.get(task, []) for task in self._tracks},
-                      {task: track.tentative_text for task, track in self._tracks.items()}, self.language)
 
 
 def play(session: LiveSession, samples: np.ndarray, *, chunk_s: float, speed: float,
