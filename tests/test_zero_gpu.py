@@ -4,6 +4,7 @@ not the service's worker thread, so the call must step its request itself and ha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ HERE = Path(__file__).resolve().parent
 def _zero_gpu_call(audio: Path, mode: str, batch_size: int | None = None) -> dict:
     command = [sys.executable, str(HERE / "zero_gpu_main.py"), str(audio), mode]
     command += [str(batch_size)] if batch_size else []
+    # Without the `spaces` package or SPACES_ZERO_GPU, app.py leaves `decode_here` undecorated: the
+    # child calls it as ZeroGPU's wrapper would, after the fork.
+    env = {k: v for k, v in os.environ.items() if k != "SPACES_ZERO_GPU"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={"GRADIO_ANALYTICS_ENABLED": "False", "PATH": "/usr/bin:/bin"})
+                          env={**env, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
