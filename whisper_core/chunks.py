@@ -9,29 +9,42 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import transcribe as longform
-from .audio import HOP_LENGTH, N_SAMPLES
+from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 from .model import Whisper
 from .options import TASKS
 from .tasks import TaskPlan
 from .transcribe import Audio, Job, ProgressCallback
-from .vad import SpeechMap, find_speech
+from .vad import SPEECH_PAD_MS, SpeechMap, find_speech
 
 # Pauses this long may end a chunk; a stretch of speech is split at its last pause before this length
 # (the detector pads each stretch on both sides, so the chunk that holds it stays within a window).
 CHUNK_MIN_SILENCE_MS = 160
 MAX_STRETCH_S = 29.0
+LOOKBACK = 8 * SAMPLE_RATE  # a full chunk may end this far before its limit, at a longer pause
 
 
 def speech_chunks(audio: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) samples of chunks of at most 30 s that begin and end in pauses: consecutive stretches
-    of speech joined while they fit in one window, the pauses between them kept."""
-    spans = find_speech(audio, min_silence_ms=CHUNK_MIN_SILENCE_MS, max_speech_s=MAX_STRETCH_S).spans
+    of speech joined while they fit in one window, the pauses between them kept, each chunk padded into
+    the pauses around it. A chunk that must end within its last LOOKBACK_S ends at the longest pause there
+    rather than the last one: that is more often the end of a sentence, and each chunk is read without
+    the text before it."""
+    spans = find_speech(audio, min_silence_ms=CHUNK_MIN_SILENCE_MS, max_speech_s=MAX_STRETCH_S, pad_ms=0).spans
+    pad = SPEECH_PAD_MS * SAMPLE_RATE // 1000
     chunks: list[tuple[int, int]] = []
-    for start, end in spans:
-        if chunks and end - chunks[-1][0] <= N_SAMPLES:
-            chunks[-1] = (chunks[-1][0], end)
-        else:
-            chunks.extend((s, min(s + N_SAMPLES, end)) for s in range(start, end, N_SAMPLES))
+    first = 0
+    while first < len(spans):
+        start = max(spans[first][0] - pad, chunks[-1][1] if chunks else 0)
+        last = first
+        while last + 1 < len(spans) and spans[last + 1][1] + pad - start <= N_SAMPLES:
+            last += 1
+        if last + 1 < len(spans):  # full: end at the longest pause near the end
+            near = [j for j in range(first, last + 1) if spans[j][1] + pad - start >= N_SAMPLES - LOOKBACK]
+            last = max(near or [last], key=lambda j: (spans[j + 1][0] - spans[j][1], j))
+        following = spans[last + 1][0] if last + 1 < len(spans) else len(audio) + 2 * pad
+        end = min(spans[last][1] + min(pad, (following - spans[last][1]) // 2), len(audio), start + N_SAMPLES)
+        chunks.append((start, end))
+        first = last + 1
     return chunks
 
 

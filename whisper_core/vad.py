@@ -58,7 +58,7 @@ class SpeechMap:
 
 
 def find_speech(audio: np.ndarray, *, min_silence_ms: int = MIN_SILENCE_MS,
-                max_speech_s: float = float("inf")) -> SpeechMap:
+                max_speech_s: float = float("inf"), pad_ms: int = SPEECH_PAD_MS) -> SpeechMap:
     """The stretches of `audio` (16 kHz mono float32) that hold speech: pauses shorter than
     `min_silence_ms` stay inside a stretch, and a stretch longer than `max_speech_s` is split at its last
     pause before that length (the detector's own rule), or cut there when it has none."""
@@ -71,7 +71,7 @@ def find_speech(audio: np.ndarray, *, min_silence_ms: int = MIN_SILENCE_MS,
         min_speech_duration_ms=MIN_SPEECH_MS,
         min_silence_duration_ms=min_silence_ms,
         max_speech_duration_s=max_speech_s,
-        speech_pad_ms=SPEECH_PAD_MS,
+        speech_pad_ms=pad_ms,
     )
     return SpeechMap(tuple((int(s["start"]), int(s["end"])) for s in found), len(audio))
 
