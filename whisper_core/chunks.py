@@ -59,9 +59,11 @@ class ChunkedRun:
     order the batches finish them in. `language_source` is the audio the language is named from (None:
     given, or each chunk its own)."""
 
-    def __init__(self, spans: Sequence[tuple[int, int]], plan: TaskPlan, progress: ProgressCallback | None):
+    def __init__(self, spans: Sequence[tuple[int, int]], plan: TaskPlan, batch_size: int,
+                 progress: ProgressCallback | None):
         self.spans = list(spans)
         self.plan = plan
+        self.batch_size = batch_size
         self.jobs: list[list[Job]] = [[] for _ in self.spans]
         self.progress = progress
         self.language_source: Audio | None = None
@@ -102,11 +104,11 @@ class ChunkedRun:
             for task in {job.options.task for jobs in self.jobs for job in jobs} - {j.options.task for j in jobs}:
                 self._waiting.setdefault(task, [None] * len(self.spans))[chunk] = []
 
-    def ready(self, chunks: int) -> list[Job]:
-        """The unfinished jobs of the first `chunks` chunks not yet done: earlier chunks first, so that
-        rows can be shown from the start while the rest decodes."""
+    def ready(self) -> list[Job]:
+        """The unfinished jobs of the first `batch_size` chunks not yet done: earlier chunks first, so
+        that rows can be shown from the start while the rest decodes."""
         unfinished = [jobs for jobs in self.jobs if not all(job.done for job in jobs)]
-        return [job for jobs in unfinished[:chunks] for job in jobs if not job.done]
+        return [job for jobs in unfinished[: self.batch_size] for job in jobs if not job.done]
 
     @property
     def done(self) -> bool:

@@ -53,7 +53,6 @@ class _Request:
     error: BaseException | None = None
     admitted: bool = False
     chunked: ChunkedRun | None = None  # batched long-form: the input's chunks, `batch_size` at a time
-    batch_size: int = 0
 
     def report(self, task: str, segments: list[dict], fraction: float) -> None:
         self.events.put(Progress(task, segments, fraction))
@@ -61,7 +60,7 @@ class _Request:
     def ready(self) -> list[Job]:
         """The jobs to step now: every unfinished one, or the earliest chunks' in batched mode."""
         if self.chunked is not None:
-            return self.chunked.ready(self.batch_size)
+            return self.chunked.ready()
         return [job for job in self.jobs if not job.done]
 
     @property
@@ -155,7 +154,7 @@ class TranscriptionService:
         request = _Request([], plan)
         if options.batch_size:
             request.chunked = self.model.chunked(audio, plan, options, request.report)
-            request.jobs, request.batch_size = request.chunked.all_jobs, options.batch_size
+            request.jobs = request.chunked.all_jobs
         else:
             prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
             request.jobs = self.model.jobs(prepared, plan, options, request.report)

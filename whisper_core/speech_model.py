@@ -123,7 +123,7 @@ class SpeechModel:
         samples = load_audio(str(audio)) if isinstance(audio, str | Path) else audio
         samples = samples.cpu().numpy() if torch.is_tensor(samples) else np.asarray(samples, dtype=np.float32)
         spans = speech_chunks(samples)
-        run = ChunkedRun(spans, plan, progress)
+        run = ChunkedRun(spans, plan, options.batch_size, progress)
         each = dataclasses.replace(options, condition_on_previous_text=False, vad_filter=False)
         for chunk, span in enumerate(spans):
             prepared = Audio(samples, self.net.dims.n_mels, self.device, speech=chunk_map(span, len(samples)),
@@ -145,7 +145,7 @@ class SpeechModel:
         run = self.chunked(audio, plan, options, progress)
         run.admit(self.net)
         while not run.done:
-            longform.step(self.net, run.ready(options.batch_size))
+            longform.step(self.net, run.ready())
         return run.results()
 
     def transcribe(self, audio: AudioInput, *, progress: ProgressCallback | None = None, **options) -> dict:
