@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import struct
 import sys
 import threading
 import time
@@ -18,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
-from . import transcribe as longform
 from .audio import SAMPLE_RATE
-from .options import TranscribeOptions
-from .speech_model import SpeechModel
+from .options import TASKS, TranscribeOptions
+from .service import TranscriptionService
 from .tasks import TaskPlan
 from .timing import SENTENCE_END_MARKS
 from .transcribe import Audio
-from .vad import SpeechMap, find_speech, keep_speech
+from .vad import SpeechMap, find_speech
 
 # Once the buffer is this long, the audio up to the last committed end of a segment or sentence is
 # dropped; past MAX_BUFFER_S, up to the last committed word (a speaker who never pauses).
@@ -56,27 +57,50 @@ def as_mono_float(chunk: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """The samples ([n] or [n, channels]) and rate of a PCM WAV as a browser streams it: its header may
+    give a length of about 2**31 frames (the recorder wrote it before it knew), so the data chunk is
+    taken to the end of the bytes."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a WAV file")
+    at, fmt = 12, None
+    while at + 8 <= len(data):
+        kind, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
+        body = data[at + 8 : at + 8 + size]
+        if kind == b"fmt ":
+            fmt = struct.unpack("<HHIIHH", body[:16])
+        elif kind == b"data":
+            if fmt is None:
+                raise ValueError("a WAV data chunk before its format")
+            code, channels, rate, _, _, bits = fmt
+            dtype = {(1, 16): "<i2", (1, 32): "<i4", (3, 32): "<f4"}.get((code, bits))
+            if dtype is None:
+                raise ValueError(f"WAV samples of format {code} with {bits} bits are not read here")
+            frame = channels * bits // 8
+            body = body[: len(body) // frame * frame]
+            samples = np.frombuffer(body, dtype=dtype)
+            return (samples.reshape(-1, channels) if channels > 1 else samples), rate
+        at += 8 + size + size % 2
+    raise ValueError("a WAV file without data")
+
+
 class Resampler:
-    """One stream at `rate` -> 16 kHz by linear interpolation, continuous across chunks: the result does
-    not depend on how the stream was cut."""
+    """One stream at `rate` -> 16 kHz with soxr's streaming resampler: low-pass filtered (no aliasing
+    from a 48 kHz microphone), continuous across chunks, so that the result does not depend on how the
+    stream was cut. It holds back a few milliseconds until `flush`."""
 
     def __init__(self, rate: int):
         self.rate = rate
-        self._seen = 0  # input samples so far
-        self._made = 0  # output samples so far
-        self._last = np.zeros(1, dtype=np.float32)  # the previous chunk's last sample
+        self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
 
     def __call__(self, chunk: np.ndarray) -> np.ndarray:
-        if self.rate == SAMPLE_RATE or not len(chunk):
-            return chunk
-        step = self.rate / SAMPLE_RATE
-        until = self._seen + len(chunk) - 1  # the last input position this chunk covers
-        count = int(until / step) + 1 - self._made
-        at = (self._made + np.arange(count)) * step
-        known = np.concatenate([self._last, chunk]) if self._seen else chunk
-        positions = np.arange(self._seen - (1 if self._seen else 0), until + 1)
-        self._seen, self._made, self._last = until + 1, self._made + count, chunk[-1:]
-        return np.interp(at, positions, known).astype(np.float32)
+        return chunk if self._stream is None else self._stream.resample_chunk(chunk)
+
+    def flush(self) -> np.ndarray:
+        """What is held back, at the end of the stream."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
 
 def _key(word: str) -> str:
@@ -210,22 +234,26 @@ class Update:
 
 
 class LiveSession:
-    """A stream of audio, transcribed (and translated) as it arrives. `push` only stores the audio;
-    `step` decodes everything buffered at once, so a stream that falls behind is never queued decodes
-    deep; `finish` commits what is left. `push` may be called from another thread than `step`.
-    `options` are the long-form ones, word times always on; give temperature=0: a ladder resamples unsure
-    windows, and sampled decodes seldom agree."""
+    """A stream of audio, transcribed (and translated) as it arrives, on the shared service: its decodes
+    are urgent there, batched with other live speakers'. `push` only stores the audio; `step` decodes
+    everything buffered at once, so a stream that falls behind is never queued decodes deep; `finish`
+    commits what is left. `push` may be called from another thread than `step`. `options` are the
+    long-form ones, word times always on; give temperature=0: a ladder resamples unsure windows, and
+    sampled decodes seldom agree."""
 
-    def __init__(self, model: SpeechModel, plan: TaskPlan, options: TranscribeOptions):
-        self.model = model
+    def __init__(self, service: TranscriptionService, plan: TaskPlan, options: TranscribeOptions):
+        self.service = service
+        self.model = service.model
         self.plan = plan
         self.options = dataclasses.replace(options, word_timestamps=True, vad_filter=False, batch_size=None)
-        self.language = options.language or (None if model.is_multilingual else "en")
+        self.language = options.language or (None if self.model.is_multilingual else "en")
+        self.language_probs: dict[str, float] | None = None  # when the language was detected
         self._tracks: dict[str, _Track] = {}
         if self.language is not None:
             self._start_tracks()
         self._lock = threading.Lock()
         self._arrived: list[np.ndarray] = []  # pushed, not yet taken by a step
+        self._heard: list[np.ndarray] = []  # everything pushed: the recording
         self._resampler = Resampler(SAMPLE_RATE)
         self._received = 0  # samples pushed (16 kHz)
         self._buffer = np.zeros(0, dtype=np.float32)
@@ -237,15 +265,25 @@ class LiveSession:
         """Seconds of audio pushed so far."""
         return self._received / SAMPLE_RATE
 
+    @property
+    def waiting_s(self) -> float:
+        """Seconds pushed that no decode has taken yet: how far behind the speaker the text is."""
+        with self._lock:
+            return sum(map(len, self._arrived)) / SAMPLE_RATE
+
     def push(self, chunk: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
         """Add audio ([n] or [n, channels], int16 or float, any rate); nothing is decoded here."""
         samples = as_mono_float(chunk)
         with self._lock:
             if sample_rate != self._resampler.rate:
+                self._keep(self._resampler.flush())
                 self._resampler = Resampler(sample_rate)
-            samples = self._resampler(samples)
-            self._arrived.append(samples)
-            self._received += len(samples)
+            self._keep(self._resampler(samples))
+
+    def recording(self) -> np.ndarray:
+        """All the audio pushed, at 16 kHz."""
+        with self._lock:
+            return np.concatenate([np.zeros(0, dtype=np.float32), *self._heard])
 
     def step(self) -> Update:
         """Decode the buffer with what arrived since the last step, and commit what two decodes agree on."""
@@ -253,6 +291,8 @@ class LiveSession:
 
     def finish(self) -> Update:
         """The end of the stream: decode what is left once more and commit all of it."""
+        with self._lock:
+            self._keep(self._resampler.flush())
         update = self._advance(final=True)
         self._drop(len(self._buffer))
         return update
@@ -262,11 +302,32 @@ class LiveSession:
         track = self._tracks.get(task)
         return list(track.lines) if track else []
 
+    def tentative(self, task: str) -> str:
+        """The text heard after the committed lines of `task`, which may still change."""
+        track = self._tracks.get(task)
+        return track.tentative_text if track else ""
+
     def text(self, task: str) -> str | None:
         """The committed text of `task`; None for a task the plan does not decode for this language."""
         if not self.plan.runs(task, self.language):
             return None
         return "".join(w["word"] for line in self.segments(task) for w in line["words"]).strip()
+
+    def results(self) -> dict[str, dict | None]:
+        """{task: result} as a file's run gives them (text, numbered segments, language), None for a task
+        not decoded: what the page's table and the subtitle writers take."""
+        results: dict[str, dict | None] = dict.fromkeys(TASKS)
+        for task in self._tracks:
+            segments = [{"id": i, **line} for i, line in enumerate(self.segments(task))]
+            results[task] = {"text": self.text(task), "segments": segments, "language": self.language,
+                             "language_probs": self.language_probs}
+        return results
+
+    def _keep(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._arrived.append(samples)
+            self._heard.append(samples)
+            self._received += len(samples)
 
     def _start_tracks(self) -> None:
         self._tracks = {task: _Track() for task in self.plan.tasks if self.plan.runs(task, self.language)}
@@ -300,37 +361,40 @@ class LiveSession:
                 track.tentative = []
             self._drop(len(self._buffer) - round(KEEP_AFTER_SILENCE_S * SAMPLE_RATE))
             return {}
-        if self.language is None:
-            if not final and speech.speech_samples < LANGUAGE_AFTER_S * SAMPLE_RATE and (
-                len(self._buffer) < MAX_BUFFER_S * SAMPLE_RATE
-            ):
-                return {}
-            self.language = self.model.detect_language(keep_speech(self._buffer, speech))[0]
-            self._start_tracks()
+        if self.language is None and not final and speech.speech_samples < LANGUAGE_AFTER_S * SAMPLE_RATE and (
+            len(self._buffer) < MAX_BUFFER_S * SAMPLE_RATE
+        ):
+            return {}  # too little speech yet to name its language
         heard_to = self._offset + speech.spans[-1][1]
-        tracks = self._tracks.items()
         if heard_to <= self._decoded_to:  # no new speech: a decode would only repeat the last one
             if final:
-                return {task: track.agree(track.tentative, True) for task, track in tracks}
+                return {task: track.agree(track.tentative, True) for task, track in self._tracks.items()}
             if not any(track.tentative for track in self._tracks.values()):
                 return {}
         self._decoded_to = heard_to
         decoded = self._decode(speech)
-        return {task: track.agree(decoded[task], final) for task, track in tracks}
+        return {task: track.agree(decoded[task], final) for task, track in self._tracks.items()}
 
     def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
         """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
-        encoded once), each prompted with its own committed text."""
+        encoded once), each prompted with its own committed text. The first decode names the language
+        (from the buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
         start = self._offset / SAMPLE_RATE
         jobs = []
-        for task, track in self._tracks.items():
-            prompt = " ".join(filter(None, [self.options.initial_prompt, track.prompt(start)]))
+        for task in self._tracks or self.plan.tasks:
+            track = self._tracks.get(task)
+            context = track.prompt(start) if track else ""
+            prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
                                           initial_prompt=prompt or None)
             jobs.append(self.model.job(audio, options))
-        results = longform.run(self.model.net, jobs)
-        return {task: _decoded_words(r["segments"], start) for task, r in zip(self._tracks, results, strict=True)}
+        results = self.service.decode_jobs(jobs, self.plan, urgent=True)
+        if self.language is None:
+            first = next(r for r in results.values() if r is not None)
+            self.language, self.language_probs = first["language"], first.get("language_probs")
+            self._start_tracks()
+        return {task: _decoded_words(results[task]["segments"], start) for task in self._tracks}
 
     def _trim(self) -> None:
         """Drop the audio whose text every task has committed up to the end of a segment or sentence."""
@@ -343,6 +407,95 @@ class LiveSession:
             self._drop(round(min(ends) * SAMPLE_RATE) - self._offset)
 
 
+class LiveFeed:
+    """A live session stepped on a thread of its own whenever audio has arrived, for a caller that must
+    return at once: a page's microphone sends its next chunk only when the last one was answered, so a
+    handler that waited for a decode would lose the speech meanwhile. `report` gets each step's update
+    and the seconds pushed when it came. With `idle_s`, a feed that gets no audio for that long (the
+    visitor left without pressing Stop) stops stepping and lets its session go."""
+
+    def __init__(self, session: LiveSession, report: Callable[[Update, float], None] | None = None, *,
+                 idle_s: float | None = None):
+        self.session = session
+        self.report = report
+        self.idle_s = idle_s
+        self.error: BaseException | None = None  # what stopped the stepping; `close` raises it
+        self.abandoned = False  # no audio came for idle_s
+        self._audio_came = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Still stepping: neither closed, nor failed, nor abandoned."""
+        return self._thread.is_alive() and not self._closing
+
+    def push(self, chunk: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        self.session.push(chunk, sample_rate)
+        self._audio_came.set()
+
+    def close(self) -> Update:
+        """Stop stepping and commit what is left; the last update, with everything committed."""
+        self._closing = True
+        self._audio_came.set()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        update = self.session.finish()
+        if self.report:
+            self.report(update, self.session.received_s)
+        return update
+
+    def _run(self) -> None:
+        while True:
+            if not self._audio_came.wait(self.idle_s):
+                self.abandoned = True
+                return
+            self._audio_came.clear()
+            if self._closing:
+                return
+            try:
+                update = self.session.step()
+            except Exception as e:  # said to whoever closes the feed
+                self.error = e
+                return
+            if self.report:
+                self.report(update, self.session.received_s)
+
+
+class LiveBusy(Exception):
+    """Every place for a live session is taken."""
+
+
+class LivePlaces:
+    """The live sessions a server runs at once, on its one service: each keeps a decode going all the
+    time it is open, so past a few the machine cannot keep every speaker real-time. A session whose audio
+    stops coming for `idle_s` gives its place back by itself."""
+
+    def __init__(self, service: TranscriptionService, places: int, idle_s: float):
+        self.service = service
+        self.places = places
+        self.idle_s = idle_s
+        self._feeds: list[LiveFeed] = []
+        self._lock = threading.Lock()
+
+    def open(self, plan: TaskPlan, options: TranscribeOptions) -> LiveFeed:
+        """A new live session's feed; raises LiveBusy when all places are taken."""
+        with self._lock:
+            self._feeds = [feed for feed in self._feeds if feed.running]
+            if len(self._feeds) >= self.places:
+                raise LiveBusy(f"all {self.places} places for live sessions are taken")
+            feed = LiveFeed(LiveSession(self.service, plan, options), idle_s=self.idle_s)
+            self._feeds.append(feed)
+            return feed
+
+    @property
+    def in_use(self) -> int:
+        with self._lock:
+            return sum(feed.running for feed in self._feeds)
+
+
 def play(session: LiveSession, samples: np.ndarray, *, chunk_s: float, speed: float,
          report: Callable[[Update, float], None]) -> None:
     """Push `samples` (16 kHz) in chunks of `chunk_s` at `speed` times real time, stepping whenever the
@@ -353,26 +506,15 @@ def play(session: LiveSession, samples: np.ndarray, *, chunk_s: float, speed: fl
         for start in range(0, len(samples), size):
             session.push(samples[start : start + size])
             report(session.step(), session.received_s)
-    else:
-        def feed() -> None:
-            began = time.monotonic()
-            for start in range(0, len(samples), size):
-                end = min(start + size, len(samples))
-                time.sleep(max(0.0, began + end / SAMPLE_RATE / speed - time.monotonic()))
-                session.push(samples[start:end])
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        stepped = 0.0
-        while feeder.is_alive() or stepped < session.received_s:
-            if session.received_s == stepped:
-                time.sleep(min(0.05, chunk_s / speed / 4))
-                continue
-            stepped = session.received_s
-            update = session.step()
-            report(update, session.received_s)
-        feeder.join()
-    report(session.finish(), session.received_s)
+        report(session.finish(), session.received_s)
+        return
+    feed = LiveFeed(session, report)
+    began = time.monotonic()
+    for start in range(0, len(samples), size):
+        end = min(start + size, len(samples))
+        time.sleep(max(0.0, began + end / SAMPLE_RATE / speed - time.monotonic()))
+        feed.push(samples[start:end])
+    feed.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,12 +568,12 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError:
         print(f"error: {args.file}: not a readable audio file", file=sys.stderr)
         return 2
-    model = load_model()
-    plan = model.plan(args.task)
+    service = TranscriptionService(load_model())
+    plan = service.model.plan(args.task)
     if not plan.tasks:
         print(f"error: this model cannot translate: {plan.cannot_translate}", file=sys.stderr)
         return 2
-    session = LiveSession(model, plan, options)
+    session = LiveSession(service, plan, options)
     play(session, samples, chunk_s=args.chunk_s, speed=args.speed, report=_printer(args.jsonl))
     texts = {task: session.text(task) for task in ("transcribe", "translate")}
     if args.jsonl:

@@ -53,6 +53,7 @@ class _Request:
     error: BaseException | None = None
     admitted: bool = False
     chunked: ChunkedRun | None = None  # batched long-form: the input's chunks, `batch_size` at a time
+    urgent: bool = False  # a live speaker waits on it: its windows go first
 
     def report(self, task: str, segments: list[dict], fraction: float) -> None:
         self.events.put(Progress(task, segments, fraction))
@@ -84,16 +85,23 @@ class ServiceStats:
     largest_step: int = 0
     requests: int = 0
     cancelled: int = 0
+    urgent_steps: int = 0  # steps that held a live speaker's windows
+    shared_urgent_steps: int = 0  # ... and other requests' windows beside them
 
 
 class TranscriptionService:
     """Serve transcriptions from one model. `stream` yields a request's progress as the worker decodes it;
     the worker interleaves all requests in flight, window by window."""
 
-    def __init__(self, model: SpeechModel, *, max_batch: int = MAX_BATCH_WINDOWS, max_wait: float = MAX_WAIT_S):
+    def __init__(self, model: SpeechModel, *, max_batch: int = MAX_BATCH_WINDOWS, max_wait: float = MAX_WAIT_S,
+                 urgent_company: int | None = None):
         self.model = model
         self.max_batch = max_batch
         self.max_wait = max_wait
+        # Other requests' windows that may join a step holding urgent ones. On a GPU a bigger batch costs
+        # little; on a CPU every window's encoder pass costs as much as the live decode itself.
+        on_gpu = model.device.type == "cuda"
+        self.urgent_company = (max_batch if on_gpu else 0) if urgent_company is None else urgent_company
         self.stats = ServiceStats()
         self._incoming: queue.Queue[_Request] = queue.Queue()
         heap.limit_arenas()  # before the worker and the callers' threads allocate
@@ -112,18 +120,13 @@ class TranscriptionService:
         """Run the plan's tasks on `audio`: a Progress after each window, then Finished. Closing the
         iterator early (the visitor left) cancels the request: its windows leave the batches at the next
         step. An engine fault is raised here, in the caller's thread."""
-        request = self._request(audio, plan, options)
-        self._incoming.put(request)
-        try:
-            while True:
-                event = request.events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    return
-        finally:
-            request.cancelled.set()  # nothing to cancel once finished
+        return self._follow(self._request(audio, plan, options))
+
+    def decode_jobs(self, jobs: list[Job], plan: TaskPlan, *, urgent: bool = False) -> dict[str, dict | None]:
+        """Jobs the caller built itself (a live session's decode of its buffer), run to the end among
+        everyone else's: {task: result}, None for a task the plan drops once the language is known.
+        An urgent request's windows go into the next step before any other's."""
+        return self._results(self._follow(_Request(jobs, plan, urgent=urgent)))
 
     def stream_here(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> Iterator[Event]:
         """`stream`, with the request stepped in the calling thread rather than by the worker: a ZeroGPU
@@ -143,10 +146,27 @@ class TranscriptionService:
 
     def submit(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> dict[str, dict | None]:
         """`stream` to the end: {task: result}."""
-        for event in self.stream(audio, plan, options):
+        return self._results(self.stream(audio, plan, options))
+
+    @staticmethod
+    def _results(events: Iterator[Event]) -> dict[str, dict | None]:
+        for event in events:
             if isinstance(event, Finished):
                 return event.results
         raise AssertionError("a request's stream ends with Finished")
+
+    def _follow(self, request: _Request) -> Iterator[Event]:
+        self._incoming.put(request)
+        try:
+            while True:
+                event = request.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Finished):
+                    return
+        finally:
+            request.cancelled.set()  # nothing to cancel once finished
 
     def _request(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> _Request:
         """The request's jobs, with the log-mel (and voice detection) computed in the caller's thread,
@@ -176,10 +196,10 @@ class TranscriptionService:
         if not active:
             return
         self._admit([r for r in active if not r.admitted])
-        jobs = [job for r in active if r.error is None for job in r.ready()]
-        if len(jobs) > self.max_batch:  # take turns when more windows wait than a batch holds
-            start = next(rotation) % len(jobs)
-            jobs = (jobs[start:] + jobs[:start])[: self.max_batch]
+        urgent = [job for r in active if r.error is None and r.urgent for job in r.ready()]
+        others = [job for r in active if r.error is None and not r.urgent for job in r.ready()]
+        room = min(self.urgent_company, self.max_batch - len(urgent)) if urgent else self.max_batch
+        jobs = _take_turns(urgent, self.max_batch, rotation) + _take_turns(others, room, rotation)
         self._step(active, jobs)
         for request in [r for r in active if r.error or r.done]:
             active.remove(request)
@@ -237,6 +257,10 @@ class TranscriptionService:
             return
         self.stats.steps += 1
         self.stats.windows += len(jobs)
+        urgent = {id(job) for r in active if r.urgent for job in r.jobs}
+        if any(id(job) in urgent for job in jobs):
+            self.stats.urgent_steps += 1
+            self.stats.shared_urgent_steps += any(id(job) not in urgent for job in jobs)
         self.stats.largest_step = max(self.stats.largest_step, len(jobs))
 
     @staticmethod
@@ -245,6 +269,16 @@ class TranscriptionService:
             action(request)
         except Exception as e:  # reported to that request's caller only
             request.error = e
+
+
+def _take_turns(jobs: list[Job], room: int, rotation: Iterator[int]) -> list[Job]:
+    """At most `room` of the jobs, starting further along each time, when more wait than there is room."""
+    if len(jobs) <= room:
+        return jobs
+    if room <= 0:
+        return []
+    start = next(rotation) % len(jobs)
+    return (jobs[start:] + jobs[:start])[:room]
 
 
 _shared: TranscriptionService | None = None
