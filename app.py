@@ -26,6 +26,7 @@ from gradio import FileData
 from whisper_core import environment
 from whisper_core import presentation as show
 from whisper_core.audio import SAMPLE_RATE
+from whisper_core.live import LiveBusy, LiveFeed, LivePlaces, read_wav
 from whisper_core.media import Limits, Media, MediaError, load_file, load_url
 from whisper_core.options import OptionsError, TranscribeOptions, make_options
 from whisper_core.service import Event, Finished, SpeechModel, get_service
@@ -66,6 +67,14 @@ ON_GPU = service.model.device.type == "cuda"
 CAN_TRANSLATE = service.model.can_translate  # False for English-only and transcription-only (turbo) models
 DEFAULT_BEAM = 5 if ON_GPU else 1  # greedy on a CPU: beams of 5 take about 1.7 times as long
 DEFAULT_FALLBACK = ON_GPU  # re-decoding doubtful windows by sampling can triple the time on a CPU
+# Live captions: each open session keeps a decode going, so a CPU keeps only a couple of speakers real-time.
+LIVE_SESSIONS = environment.positive_int("WHISPER_LIVE_SESSIONS", 8 if ON_GPU else 2)
+LIVE_MAX_S = environment.positive_int("WHISPER_LIVE_MAX_S", 300)  # seconds one live session may last
+LIVE_CHUNK_S = 0.5  # the browser sends the microphone's audio this often
+LIVE_IDLE_S = 30  # a live session without audio for this long (its visitor left) gives its place back
+LIVE_BEHIND_S = 10  # the text this far behind the speaker: the page says the server cannot keep up
+LIVE_TITLE = "Live microphone"
+live_places = LivePlaces(service, LIVE_SESSIONS, LIVE_IDLE_S)
 log.info("model %s on %s ready; %d model load(s) in this process", service.model.name, service.model.device,
          SpeechModel.loads)
 
@@ -198,7 +207,7 @@ def _present(loader: Callable[[], Media], source: dict, request: Request, progre
     player_file = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
     tasks = request.plan.requested
     yield {source_card: show.source_card(media.metadata()), player: gr.Audio(str(player_file), visible=True),
-           language_line: "", downloads: gr.File(None, visible=False), last_source: source,
+           language_line: "", downloads: gr.File(None, visible=False), last_source: source, live_tail: "",
            **_table_update(show.build_table([], [], tasks=tasks))}
     stage = STAGES[request.mode]
     expected = max(1, math.ceil(media.duration / WINDOW_S))
@@ -222,16 +231,21 @@ def _present(loader: Callable[[], Media], source: dict, request: Request, progre
         done = min(windows.values())  # after the yield: the page shows a progress that comes after the rows
         total = max(expected, done + 1)
         progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
+    progress(1.0, desc="Writing the subtitle files")
+    yield _finished(results, request, workdir, show.file_stem(media.title))
+
+
+def _finished(results: dict[str, dict | None], request: Request, workdir: Path, stem: str) -> dict:
+    """The last update of a run: the whole table, the language line and the downloads."""
     transcript, translation = results["transcribe"], results["translate"]
     first = transcript or translation or {}
     status = request.plan.missing_translation(first.get("language"))
     final = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
-                             tasks=tasks, language=first.get("language"), status=status)
-    progress(1.0, desc="Writing the subtitle files")
-    files = show.write_downloads(workdir, show.file_stem(media.title), transcript, translation)
+                             tasks=request.plan.requested, language=first.get("language"), status=status)
+    files = show.write_downloads(workdir, stem, transcript, translation)
     line = show.language_line(first.get("language"), first.get("language_probs"), status,
                               found_speech=bool(final.rows), chosen=request.options.language is not None)
-    yield {language_line: line, downloads: gr.File([str(f) for f in files], visible=True), **_table_update(final)}
+    return {language_line: line, downloads: gr.File([str(f) for f in files], visible=True), **_table_update(final)}
 
 
 def run_url(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
@@ -269,6 +283,95 @@ def run_recording(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[di
         return dataclasses.replace(load_file(path, LIMITS), title="Microphone recording")
 
     yield from _present(loader, {"recording": path}, request, progress)
+
+
+# Live captions: the session is opened when recording starts, each chunk is handed to it and answered at
+# once with what is committed so far (the browser sends the next chunk only then), and Stop commits the
+# rest and gives the table, the player and the downloads as for a file.
+REFUSED = "refused"  # the live state of a recording that got no place: its chunks are let go
+
+
+def live_start(values: dict) -> dict:
+    """Recording started: open a live session, or say why there is none."""
+    try:
+        request = _settings(values)
+        feed = live_places.open(request.plan, request.options)
+    except gr.Error as e:
+        gr.Warning(e.message, duration=ERROR_SECONDS)
+        return {live_state: REFUSED}
+    except LiveBusy:
+        gr.Warning(f"All {LIVE_SESSIONS} places for live captions are taken. Choose 'Record, then transcribe' "
+                   "above, or try again in a minute.", duration=ERROR_SECONDS)
+        return {live_state: REFUSED}
+    tasks = request.plan.requested
+    return {live_state: feed, source_card: show.source_card({"title": LIVE_TITLE}),
+            player: gr.Audio(None, visible=False), downloads: gr.File(None, visible=False), last_source: None,
+            language_line: "Listening…", live_tail: show.live_tail({}, tasks),
+            **_table_update(show.build_table([], [], tasks=tasks))}
+
+
+def live_chunk(chunk: str | None, feed: LiveFeed | str | None) -> dict:
+    """A chunk of the microphone's audio (a WAV file): handed to the session's own thread, and the rows
+    committed so far shown."""
+    if not isinstance(feed, LiveFeed) or not chunk:
+        return {}
+    path = Path(chunk)
+    try:
+        samples, rate = read_wav(path.read_bytes())
+    except (OSError, ValueError):
+        log.warning("a live audio chunk could not be read", exc_info=True)
+        return {}
+    finally:
+        path.unlink(missing_ok=True)  # the audio is in the session now; the recording is written on Stop
+    session = feed.session
+    if session.received_s < LIVE_MAX_S:
+        feed.push(samples, rate)
+        note = ""
+    else:
+        note = f"Live captions stop after {show.clock(LIVE_MAX_S)}: press Stop for the table and the files."
+    if session.waiting_s > LIVE_BEHIND_S:
+        note = (f"The server is busy: the text is {session.waiting_s:.0f} s behind you. It catches up when you "
+                "press Stop.")
+    if not feed.running:
+        note = "Live captions stopped on the server: press Stop for what was written."
+    plan = session.plan
+    status = plan.missing_translation(session.language) if session.language else None
+    rows = show.build_table(session.sentences("transcribe"), session.sentences("translate"), tasks=plan.requested,
+                            language=session.language, status=status)
+    line = show.language_line(session.language, session.language_probs, status,
+                              chosen=session.options.language is not None) or "Listening…"
+    tentative = {task: session.tentative(task) for task in plan.requested}
+    return {language_line: line, live_tail: show.live_tail(tentative, plan.requested, note), **_table_update(rows)}
+
+
+def live_stop(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
+    """Recording stopped: the last words committed, then the table, the player and the downloads."""
+    feed = values[live_state]
+    if not isinstance(feed, LiveFeed):
+        yield {live_state: None}
+        return
+    progress(0.5, desc="Writing the last words")
+    try:
+        feed.close()
+    except Exception as e:
+        log.error("live transcription failed", exc_info=e)
+        raise gr.Error(f"Live transcription failed on the server ({type(e).__name__}). Try 'Record, then "
+                       "transcribe' instead.", duration=ERROR_SECONDS, print_exception=False) from e
+    session = feed.session
+    workdir = _request_dir()
+    recording_audio = session.recording()
+    player_file = show.write_playback(recording_audio, workdir / "live_microphone.mp3")
+    request = Request(values[mode], session.plan, session.options)
+    yield {live_state: None, live_tail: "", last_source: {"file": str(player_file)},
+           source_card: show.source_card({"title": LIVE_TITLE, "duration": len(recording_audio) / SAMPLE_RATE}),
+           player: gr.Audio(str(player_file), visible=True),
+           **_finished(session.results(), request, workdir, "live_microphone")}
+
+
+def mic_mode_shown(chosen: str) -> dict:
+    live = chosen == "live"
+    return {live_mic: gr.Audio(visible=live), recording: gr.Audio(visible=not live),
+            mic_button: gr.Button(visible=not live)}
 
 
 def run_again(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
@@ -323,6 +426,7 @@ def status() -> dict:
     counts: requests, steps, windows and the most windows decoded in one step (batching across users)."""
     return {"model": service.model.name, "device": str(service.model.device), "model_loads": SpeechModel.loads,
             "can_translate": CAN_TRANSLATE, "concurrency": CONCURRENCY, "queue_size": QUEUE_SIZE,
+            "live_sessions": live_places.in_use, "live_places": LIVE_SESSIONS,
             **dataclasses.asdict(service.stats)}
 
 
@@ -330,6 +434,7 @@ def status() -> dict:
 
 LANGUAGE_CHOICES = [("Auto-detect", "auto")] + sorted(
     ((show.language_name(code), code) for code in service.model.tokenizer.languages), key=lambda c: c[0])
+MIC_MODES = [("Live: words as you speak", "live"), ("Record, then transcribe", "record")]
 MODE_CHOICES = [("Transcript and English translation", "both"), ("Transcript only", "transcribe"),
                 ("English translation only", "translate")]
 EXAMPLES = [
@@ -366,6 +471,10 @@ CSS = """
 #downloads tr.file {padding-top: 0; padding-bottom: 0;}
 #downloads tr.file td {padding-top: 5px; padding-bottom: 5px;}
 #downloads .label-clear-button {display: none;}
+#live-tail .live-tail {display: flex; gap: 8px; color: var(--body-text-color-subdued); font-style: italic;}
+#live-tail .live-time {flex: 0 0 18%;}
+#live-tail .live-cell {flex: 1 1 0; overflow-wrap: anywhere;}
+#live-tail .live-note {color: var(--color-accent); font-weight: 600; margin-top: 4px;}
 @media (max-width: 640px) {#language-row {flex-direction: column;}}
 """
 
@@ -404,9 +513,13 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                                          elem_id="url-box")
                     url_button = gr.Button("Transcribe", variant="primary", elem_id="url-button")
                 with gr.Tab("Microphone", id="mic"):
+                    mic_mode = gr.Radio(MIC_MODES, value="live", show_label=False, elem_id="mic-mode")
+                    live_mic = gr.Audio(sources=["microphone"], streaming=True, type="filepath",
+                                        label=f"Live microphone: words appear as you speak (up to "
+                                        f"{show.clock(LIVE_MAX_S)})", elem_id="live-mic")
                     recording = gr.Audio(sources=["microphone"], type="filepath", label="Recording",
-                                         elem_id="recording")
-                    mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button")
+                                         elem_id="recording", visible=False)
+                    mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button", visible=False)
                 with gr.Tab("Upload", id="upload"):
                     upload = gr.File(file_types=["audio", "video"], label="Audio or video file", elem_id="upload")
                     upload_button = gr.Button("Transcribe", variant="primary", elem_id="upload-button")
@@ -441,18 +554,29 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                 interactive=False, wrap=True, column_widths=["18%", "41%", "41%"], max_height=600,
                 label="Results", show_label=False, elem_id="results-table",
             )
+            live_tail = gr.HTML("", elem_id="live-tail")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, visible=False,
                                 elem_id="downloads")
     row_starts = gr.State([])
     last_source = gr.State(None)
+    live_state = gr.State(None)  # the recording's LiveFeed, REFUSED, or None
     seek_to = gr.Number(visible=False)
 
     settings = {language, mode, beam_size, fallback, batched, initial_prompt}  # a set: handlers get one dict
-    results_area = [source_card, player, language_line, table, downloads, row_starts, last_source]
+    results_area = [source_card, player, language_line, table, downloads, row_starts, last_source, live_tail]
     model_event = {"outputs": results_area, "concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY,
                    "show_progress_on": [language_line], "api_visibility": "private"}
     gr.on([url_button.click, url_box.submit], run_url, {url_box, *settings}, **model_event)
     mic_button.click(run_recording, {recording, *settings}, **model_event)
+    mic_mode.change(mic_mode_shown, [mic_mode], [live_mic, recording, mic_button], queue=False,
+                    api_visibility="private")
+    # The live events stay out of the model's group: a chunk is answered at once, whatever else runs.
+    live_event = {"outputs": [*results_area, live_state], "concurrency_id": "live", "concurrency_limit": None,
+                  "api_visibility": "private"}
+    live_mic.start_recording(live_start, {live_state, *settings}, show_progress="hidden", **live_event)
+    live_mic.stream(live_chunk, [live_mic, live_state], stream_every=LIVE_CHUNK_S, show_progress="hidden",
+                    **live_event)
+    live_mic.stop_recording(live_stop, {live_state, mode}, show_progress_on=[language_line], **live_event)
     upload_button.click(run_file, {upload, *settings}, **model_event)
     examples.load_input_event.then(run_file, {upload, *settings}, **model_event)
     language.input(run_again, {last_source, url_box, upload, recording, *settings}, **model_event)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 RESULT_TIMEOUT_MS = 120_000
 QUEUE_SIZE = 2  # small, so that a test can fill the queue
 CONCURRENCY = 2
+LIVE_SPEECH_S = 25  # seconds of French the fake microphone plays into the live captions
 
 
 def _require_browser() -> None:
@@ -219,15 +221,56 @@ def test_upload_video_with_speech(page, audio, tmp_path):
     shot(page, "upload_video")
 
 
-def test_microphone_recording(playwright, app, audio, tmp_path):
-    speech = make_media(tmp_path, ["-i", str(audio / "fr_sous_le_consulat.wav"), "-ar", "48000", "-ac", "1",
-                                   "mic.wav"])
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+def microphone_playing(playwright, speech: Path):
+    """A Chromium whose microphone plays `speech` once, from the moment recording starts."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
         *FLAGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={speech}%noloop"])
+
+
+def test_live_captions_while_the_speaker_talks(playwright, app, audio, tmp_path):
+    """French from the microphone: committed rows and a greyed tentative tail appear before the speech
+    ends; Stop gives the whole table in both columns, the player and the downloads."""
+    speech = make_media(tmp_path, ["-i", str(audio / "fr_smartphone_podcast.mp3"), "-t", str(LIVE_SPEECH_S),
+                                   "-ar", "48000", "-ac", "1", "live.wav"])
+    browser = microphone_playing(playwright, speech)
     try:
         page = open_page(browser, app, permissions=["microphone"])
         page.get_by_role("tab", name="Microphone").click()
+        page.locator("#live-mic button.record-button").click()
+        started = time.monotonic()
+        page.locator("#results-table [data-testid='cell-0-1']").wait_for(timeout=LIVE_SPEECH_S * 1000)
+        first_row_s = time.monotonic() - started
+        tail = page.locator("#live-tail .live-cell").first
+        tail.wait_for()
+        assert tail.evaluate("cell => getComputedStyle(cell).fontStyle") == "italic"
+        assert "French" in page.locator("#language-line").inner_text()
+        shot(page, "live-during")
+        page.wait_for_timeout(max(0, round((started + LIVE_SPEECH_S + 1 - time.monotonic()) * 1000)))
+        page.locator("#live-mic button.stop-button").click()
+        wait_for_results(page)
+        rows = table(page)
+        transcript, english = (" ".join(r[column] for r in rows).lower() for column in (1, 2))
+        assert first_row_s < LIVE_SPEECH_S, "the first words come while the speech goes on"
+        assert "smartphone" in transcript and "fonctions" in transcript, rows
+        assert "smartphone" in english and " the " in english, rows  # English, whatever words it chose
+        assert page.locator("#player audio").count() == 1 and not page.locator("#live-tail .live-cell").count()
+        downloads = page.eval_on_selector_all("#downloads a[download]", "links => links.map(a => a.download)")
+        assert "live_microphone.fr-en.srt" in downloads, downloads
+        assert_no_raw_output(page)
+        shot(page, "live-after")
+    finally:
+        browser.close()
+
+
+def test_microphone_recording(playwright, app, audio, tmp_path):
+    speech = make_media(tmp_path, ["-i", str(audio / "fr_sous_le_consulat.wav"), "-ar", "48000", "-ac", "1",
+                                   "mic.wav"])
+    browser = microphone_playing(playwright, speech)
+    try:
+        page = open_page(browser, app, permissions=["microphone"])
+        page.get_by_role("tab", name="Microphone").click()
+        page.get_by_text("Record, then transcribe").click()
         page.locator("#recording button.record-button").click()
         page.wait_for_timeout(7500)
         with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.status == 200):

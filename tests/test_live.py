@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from whisper_core.audio import SAMPLE_RATE, load_audio
-from whisper_core.live import LiveBusy, LivePlaces, LiveSession, Resampler, as_mono_float, play, read_wav
+from whisper_core.live import (
+    LiveBusy,
+    LivePlaces,
+    LiveSession,
+    Resampler,
+    as_mono_float,
+    join_lines,
+    play,
+    read_wav,
+)
 from whisper_core.metrics import error_rate
 from whisper_core.options import make_options
 from whisper_core.service import TranscriptionService
@@ -257,3 +266,17 @@ def test_live_places_are_limited_and_a_silent_visitor_gives_one_back(service):
     second = places.open(plan, options)
     second.push(np.zeros(SAMPLE_RATE, dtype=np.float32))
     assert second.close().committed == {"transcribe": []} and places.in_use == 0
+
+
+def test_committed_lines_are_joined_into_sentences_for_the_reader():
+    def line(start: float, end: float, *words: str) -> dict:
+        step = (end - start) / len(words)
+        timed = [{"word": w, "start": start + i * step, "end": start + (i + 1) * step} for i, w in enumerate(words)]
+        return {"start": start, "end": end, "text": "".join(words).strip(), "words": timed}
+
+    lines = [line(0.0, 1.0, " Ask", " not"), line(1.1, 2.0, " what", " your", " country."),
+             line(2.2, 3.0, " And", " so"), line(5.0, 6.0, " my", " fellow")]
+    rows = join_lines(lines)
+    assert [r["text"] for r in rows] == ["Ask not what your country.", "And so", "my fellow"]
+    assert rows[0]["start"] == 0.0 and rows[0]["end"] == 2.0 and len(rows[0]["words"]) == 5
+    assert join_lines([line(0.0, 1.0, "我们"), line(1.2, 2.0, "今天")])[0]["text"] == "我们今天"

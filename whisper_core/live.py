@@ -36,6 +36,10 @@ MAX_BUFFER_S = 25.0
 KEEP_AFTER_SILENCE_S = 1.0  # a buffer without speech is cut to this much: a word may be starting
 # The language is named from this much speech (or what the buffer holds at MAX_BUFFER_S), then fixed.
 LANGUAGE_AFTER_S = 3.0
+# Rows for a reader: committed lines joined into sentences (a decode's segment is often committed over
+# two or three steps), up to a pause or this long.
+SENTENCE_PAUSE_S = 1.0
+MAX_SENTENCE_S = 15.0
 PROMPT_CHARS = 200  # committed text given as the prompt: the last this many characters, whole words
 # A decode hears again the committed words still in the buffer: it is matched to the committed text by
 # the last MAX_OVERLAP committed words, said again within OVERLAP_S of where they were heard.
@@ -222,6 +226,22 @@ def _split_lines(words: list[_Word]) -> list[list[_Word]]:
     return lines
 
 
+def join_lines(lines: list[dict]) -> list[dict]:
+    """Consecutive lines as one while the sentence goes on: no sentence end, no pause, not too long."""
+    joined: list[dict] = []
+    for line in lines:
+        last = joined[-1] if joined else None
+        if last and not last["text"].endswith(tuple(SENTENCE_END_MARKS)) and (
+            line["start"] - last["end"] < SENTENCE_PAUSE_S and line["end"] - last["start"] <= MAX_SENTENCE_S
+        ):
+            words = [*last["words"], *line["words"]]
+            joined[-1] = {"start": last["start"], "end": line["end"],
+                          "text": "".join(w["word"] for w in words).strip(), "words": words}
+        else:
+            joined.append(line)
+    return joined
+
+
 @dataclass(frozen=True)
 class Update:
     """What one step changed. `committed`: per task decoded, the lines committed now ({start, end, text,
@@ -238,14 +258,15 @@ class LiveSession:
     are urgent there, batched with other live speakers'. `push` only stores the audio; `step` decodes
     everything buffered at once, so a stream that falls behind is never queued decodes deep; `finish`
     commits what is left. `push` may be called from another thread than `step`. `options` are the
-    long-form ones, word times always on; give temperature=0: a ladder resamples unsure windows, and
-    sampled decodes seldom agree."""
+    long-form ones, with word times always on and temperature 0 only: a ladder would resample unsure
+    windows, and sampled decodes seldom agree."""
 
     def __init__(self, service: TranscriptionService, plan: TaskPlan, options: TranscribeOptions):
         self.service = service
         self.model = service.model
         self.plan = plan
-        self.options = dataclasses.replace(options, word_timestamps=True, vad_filter=False, batch_size=None)
+        self.options = dataclasses.replace(options, word_timestamps=True, vad_filter=False, batch_size=None,
+                                           temperature=(0.0,))
         self.language = options.language or (None if self.model.is_multilingual else "en")
         self.language_probs: dict[str, float] | None = None  # when the language was detected
         self._tracks: dict[str, _Track] = {}
@@ -302,6 +323,11 @@ class LiveSession:
         track = self._tracks.get(task)
         return list(track.lines) if track else []
 
+    def sentences(self, task: str) -> list[dict]:
+        """The committed lines of `task` joined into sentences: the rows a reader wants, each of which
+        only grows while the speaker finishes it."""
+        return join_lines(self.segments(task))
+
     def tentative(self, task: str) -> str:
         """The text heard after the committed lines of `task`, which may still change."""
         track = self._tracks.get(task)
@@ -318,7 +344,7 @@ class LiveSession:
         not decoded: what the page's table and the subtitle writers take."""
         results: dict[str, dict | None] = dict.fromkeys(TASKS)
         for task in self._tracks:
-            segments = [{"id": i, **line} for i, line in enumerate(self.segments(task))]
+            segments = [{"id": i, **line} for i, line in enumerate(self.sentences(task))]
             results[task] = {"text": self.text(task), "segments": segments, "language": self.language,
                              "language_probs": self.language_probs}
         return results

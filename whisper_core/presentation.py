@@ -121,6 +121,15 @@ def build_table(
     return Table([TIME_HEADER, transcript_header, TRANSLATION_HEADER], rows, starts)
 
 
+def live_tail(tentative: dict[str, str], tasks: Sequence[str], note: str = "") -> str:
+    """HTML under the live table: the words heard after the committed rows, which the next decodes may
+    still change (greyed and italic, in the table's columns), and a note (a limit, the server's lag)."""
+    cells = "".join(f'<div class="live-cell">{html.escape(tentative.get(task, ""))}</div>' for task in tasks
+                    if task in ("transcribe", "translate"))
+    warning = f'<div class="live-note">{html.escape(note)}</div>' if note else ""
+    return f'<div class="live-tail"><div class="live-time"></div>{cells}</div>{warning}'
+
+
 def _http_url(url: str | None) -> str | None:
     """The link itself when it is http(s); anything else (javascript:, data:) is not put in the page."""
     return url if url and urlparse(url).scheme in ("http", "https") else None
