@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from .writers import FORMATS, SubtitleLayout, to_bilingual, write_result
+
+if TYPE_CHECKING:  # for the annotations; the modules are imported where they are used
+    import numpy as np
+
+    from .options import TranscribeOptions
+    from .tasks import TaskPlan
 
 
 def _optional_int(text: str) -> int | None:
@@ -32,15 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe speech, or translate it to English, from files or URLs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    # fmt: off
     p.add_argument("audio", nargs="+", help="audio or video files, or http(s) URLs (YouTube and other sites)")
+    p.add_argument("--output_dir", "-o", default=".", help="directory for the output files")
+    p.add_argument("--verbose", type=_str2bool, default=True, help="print each segment as it is decoded")
+    add_transcribe_arguments(p)
+    return p
+
+
+def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that decide what is decoded and written, shared with `python -m whisper_core.batch` so that
+    both commands read them alike."""
+    # fmt: off
     p.add_argument("--model", default="base", help="a name (tiny ... large-v3-turbo; 'base' is bundled), a .pt "
                    "file, a CTranslate2 or Transformers directory, or a Hugging Face repository id")
     p.add_argument("--model_dir", default=None, help="where downloaded models are kept (default: ~/.cache/whisper)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
-    p.add_argument("--output_dir", "-o", default=".", help="directory for the output files")
     p.add_argument("--output_format", "-f", default="all", choices=[*FORMATS, "all"], help="output format")
-    p.add_argument("--verbose", type=_str2bool, default=True, help="print each segment as it is decoded")
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate", "both"],
                    help="transcribe, translate to English, or both (adds bilingual subtitles)")
     p.add_argument("--language", default=None, help="the spoken language (default: detect)")
@@ -87,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU only: int8 linear layers, faster and smaller, output may differ slightly")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     # fmt: on
-    return p
 
 
 def _temperatures(start: float, increment: float | None) -> tuple[float, ...]:
@@ -97,14 +110,79 @@ def _temperatures(start: float, increment: float | None) -> tuple[float, ...]:
     return tuple(round(start + i * increment, 6) for i in range(steps))
 
 
-def _load_input(item: str):
+def layout_from_args(args: argparse.Namespace) -> SubtitleLayout:
+    """How subtitle cues are cut; raises OptionsError when a layout flag is given without the word times it
+    cuts by."""
+    from .options import OptionsError
+
+    layout = SubtitleLayout(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
+    if layout.uses_words and not args.word_timestamps:
+        raise OptionsError("--max_line_width, --max_line_count, --max_words_per_line and --highlight_words "
+                           "need --word_timestamps True")
+    return layout
+
+
+def options_from_args(args: argparse.Namespace) -> TranscribeOptions:
+    """The decoding options the flags ask for, checked (OptionsError)."""
+    from .options import make_options
+
+    return make_options(
+        language=args.language,
+        temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
+        best_of=args.best_of, beam_size=args.beam_size, patience=args.patience,
+        length_penalty=args.length_penalty, suppress_tokens=args.suppress_tokens,
+        initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
+        word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
+        append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
+        hallucination_silence_threshold=args.hallucination_silence_threshold, batch_size=args.batch_size,
+        language_per_chunk=args.language_per_chunk,
+    )
+
+
+def safe_stem(text: str) -> str:
+    """A file name stem from a file's stem or a link's title: only letters, digits and `-_. `."""
+    return "".join(c if c.isalnum() or c in "-_. " else "_" for c in text).strip() or "output"
+
+
+def load_input(item: str) -> tuple[np.ndarray, str]:
     """The audio and a file stem for its outputs; media errors become one line for the user."""
     from .media import load_file, load_url
 
     link = "://" in item  # any scheme goes to load_url, which says which ones it fetches
     media = load_url(item) if link else load_file(item)
-    stem = (media.title or "download") if link else Path(item).stem
-    return media.audio, "".join(c if c.isalnum() or c in "-_. " else "_" for c in stem).strip() or "output"
+    return media.audio, safe_stem((media.title or "download") if link else Path(item).stem)
+
+
+def write_outputs(results: dict[str, dict | None], plan: TaskPlan, out_dir: Path, stem: str, output_format: str,
+                  layout: SubtitleLayout) -> list[Path]:
+    """Write one input's files and return them: `stem.<fmt>` for one task; for both, `stem.transcribe.<fmt>`
+    and, when there is a translation, `stem.translate.<fmt>` and `stem.bilingual.srt`."""
+    transcript, translation = results["transcribe"], results["translate"]
+    if len(plan.requested) == 1:
+        return write_result(transcript or translation, output_format, out_dir, stem, layout)
+    written = write_result(transcript, output_format, out_dir, f"{stem}.transcribe", layout)
+    if plan.missing_translation(transcript["language"]) is None:
+        written += write_result(translation, output_format, out_dir, f"{stem}.translate", layout)
+        bilingual = out_dir / f"{stem}.bilingual.srt"
+        bilingual.write_text(to_bilingual(transcript, translation), encoding="utf-8")
+        written.append(bilingual)
+    return written
+
+
+def translation_note(results: dict[str, dict | None], plan: TaskPlan) -> str | None:
+    """Why a run of both tasks wrote no translation (the model cannot, or the speech is English), or None."""
+    from .tasks import ENGLISH, UNSUPPORTED
+
+    if len(plan.requested) == 1:
+        return None
+    missing = plan.missing_translation(results["transcribe"]["language"])
+    if missing == UNSUPPORTED:
+        return f"no translation: {plan.cannot_translate}"
+    if missing == ENGLISH:
+        return "no translation: the speech is English"
+    return None
 
 
 def _printer(verbose: bool):
@@ -125,31 +203,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import CheckpointError
     from .media import MediaError
-    from .options import OptionsError, make_options
+    from .options import OptionsError
     from .speech_model import load_model
-    from .tasks import ENGLISH, UNSUPPORTED
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    layout = SubtitleLayout(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
-    if layout.uses_words and not args.word_timestamps:
-        print("error: --max_line_width, --max_line_count, --max_words_per_line and --highlight_words "
-              "need --word_timestamps True", file=sys.stderr)
-        return 2
     try:
-        options = make_options(
-            language=args.language,
-            temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
-            best_of=args.best_of, beam_size=args.beam_size, patience=args.patience,
-            length_penalty=args.length_penalty, suppress_tokens=args.suppress_tokens,
-            initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
-            compression_ratio_threshold=args.compression_ratio_threshold,
-            logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
-            word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
-            append_punctuations=args.append_punctuations, vad_filter=args.vad_filter,
-            hallucination_silence_threshold=args.hallucination_silence_threshold, batch_size=args.batch_size,
-            language_per_chunk=args.language_per_chunk,
-        )
+        layout = layout_from_args(args)
+        options = options_from_args(args)
         model = load_model(args.model, args.device, download_root=args.model_dir, int8=args.int8)
     except (OptionsError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -162,25 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.output_dir)
     for item in args.audio:
         try:
-            audio, stem = _load_input(item)
+            audio, stem = load_input(item)
         except MediaError as e:
             print(f"error: {item}: {e}", file=sys.stderr)
             failures += 1
             continue
         results = model.run(audio, plan, options, _printer(args.verbose and len(plan.requested) == 1))
-        transcript, translation = results["transcribe"], results["translate"]
-        if len(plan.requested) == 1:
-            write_result(transcript or translation, args.output_format, out_dir, stem, layout)
-            continue
-        write_result(transcript, args.output_format, out_dir, f"{stem}.transcribe", layout)
-        missing = plan.missing_translation(transcript["language"])
-        if missing == UNSUPPORTED:
-            print(f"note: {item}: no translation: {plan.cannot_translate}", file=sys.stderr)
-        elif missing == ENGLISH:
-            print(f"note: {item}: no translation: the speech is English", file=sys.stderr)
-        else:
-            write_result(translation, args.output_format, out_dir, f"{stem}.translate", layout)
-            (out_dir / f"{stem}.bilingual.srt").write_text(to_bilingual(transcript, translation), encoding="utf-8")
-        if args.verbose:
-            print(*(r["text"].strip() for r in (transcript, translation) if r), sep="\n")
+        write_outputs(results, plan, out_dir, stem, args.output_format, layout)
+        note = translation_note(results, plan)
+        if note:
+            print(f"note: {item}: {note}", file=sys.stderr)
+        if args.verbose and len(plan.requested) > 1:
+            print(*(r["text"].strip() for r in (results["transcribe"], results["translate"]) if r), sep="\n")
     return 1 if failures else 0
