@@ -16,7 +16,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -50,6 +50,7 @@ DEFAULT_BATCHED = False  # sequential reads a little better in the accuracy tabl
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 TEMP_ROOT = Path(environment.text("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 FILES_KEPT_S = 3600  # uploads, players and downloads are deleted an hour after they were made
+MAX_FILES = environment.positive_int("WHISPER_MAX_FILES", 10)  # files the Upload tab takes in one go
 ERROR_SECONDS = 30  # how long an error stays on screen: long enough to read its numbers
 # On a ZeroGPU Space each call to the decorated function runs in a forked child process that holds the GPU
 # for as long as it asked: a start, plus a share per minute of audio and task, within the Space's cap.
@@ -200,14 +201,17 @@ def _request_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="whisper-", dir=TEMP_ROOT))
 
 
-def _present(loader: Callable[[], Media], source: dict, request: Request, progress: gr.Progress) -> Iterator[dict]:
-    """Load, then decode window by window into the results area; write the downloads at the end."""
+def _present(loader: Callable[[], Media], source: dict, request: Request, progress: gr.Progress
+             ) -> Generator[dict, None, list[Path]]:
+    """Load, then decode window by window into the results area; write the downloads at the end, and
+    return them."""
     media = _load(loader)
     workdir = _request_dir()
     player_file = show.write_playback(media.audio, workdir / f"{show.file_stem(media.title)}.mp3")
     tasks = request.plan.requested
     yield {source_card: show.source_card(media.metadata()), player: gr.Audio(str(player_file), visible=True),
            language_line: "", downloads: gr.File(None, visible=False), last_source: source, live_tail: "",
+           file_picker: gr.Radio(visible=False),
            **_table_update(show.build_table([], [], tasks=tasks))}
     stage = STAGES[request.mode]
     expected = max(1, math.ceil(media.duration / WINDOW_S))
@@ -232,17 +236,18 @@ def _present(loader: Callable[[], Media], source: dict, request: Request, progre
         total = max(expected, done + 1)
         progress(min(fractions.values()), desc=f"{stage}: window {min(done + 1, total)} of {total}")
     progress(1.0, desc="Writing the subtitle files")
-    yield _finished(results, request, workdir, show.file_stem(media.title))
+    files = show.write_downloads(workdir, show.file_stem(media.title), results["transcribe"], results["translate"])
+    yield _finished(results, request, files)
+    return files
 
 
-def _finished(results: dict[str, dict | None], request: Request, workdir: Path, stem: str) -> dict:
+def _finished(results: dict[str, dict | None], request: Request, files: list[Path]) -> dict:
     """The last update of a run: the whole table, the language line and the downloads."""
     transcript, translation = results["transcribe"], results["translate"]
     first = transcript or translation or {}
     status = request.plan.missing_translation(first.get("language"))
     final = show.build_table((transcript or {}).get("segments", []), (translation or {}).get("segments", []),
                              tasks=request.plan.requested, language=first.get("language"), status=status)
-    files = show.write_downloads(workdir, stem, transcript, translation)
     line = show.language_line(first.get("language"), first.get("language_probs"), status,
                               found_speech=bool(final.rows), chosen=request.options.language is not None)
     return {language_line: line, downloads: gr.File([str(f) for f in files], visible=True), **_table_update(final)}
@@ -263,13 +268,70 @@ def run_url(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
 
 
 def run_file(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
-    path = values[upload]
-    if not path:
-        raise gr.Error("Choose a file first: drop an audio or video file on the box, or click it to browse.",
+    chosen = values[upload]
+    paths = [chosen] if isinstance(chosen, str) else list(chosen or [])
+    if not paths:
+        raise gr.Error("Choose a file first: drop audio or video files on the box, or click it to browse.",
                        print_exception=False)
+    if len(paths) > MAX_FILES:
+        raise gr.Error(f"Choose at most {MAX_FILES} files at once, not {len(paths)}.", print_exception=False)
     request = _settings(values)
-    progress(0.0, desc="Reading the file")
-    yield from _present(lambda: load_file(path, LIMITS), {"file": path}, request, progress)
+    if len(paths) == 1:
+        progress(0.0, desc="Reading the file")
+        yield from _present(lambda: load_file(paths[0], LIMITS), {"file": paths[0]}, request, progress)
+        return
+    yield from _present_files(paths, request, progress)
+
+
+class _Share:
+    """One file's part of a run over several: its stretch of the progress bar, its name in the message."""
+
+    def __init__(self, progress: gr.Progress, index: int, count: int, name: str):
+        self.progress, self.index, self.count, self.name = progress, index, count, name
+
+    def __call__(self, fraction: float | None, desc: str = "") -> None:
+        self.progress((self.index + (fraction or 0.0)) / self.count,
+                      desc=f"File {self.index + 1} of {self.count} ({self.name}): {desc}")
+
+
+def _kept(view: dict, run: Generator[dict, None, list[Path]]) -> Generator[dict, None, list[Path]]:
+    """The run's updates passed on, the latest value of each component kept in `view`; what the run returns."""
+    while True:
+        try:
+            update = next(run)
+        except StopIteration as done:
+            return done.value
+        view.update(update)
+        yield update
+
+
+def _present_files(paths: list[str], request: Request, progress: gr.Progress) -> Iterator[dict]:
+    """Several files, one after another into the results area; then a picker to show any of them again,
+    and every file's downloads with a zip of them all. A file that cannot be read is said and skipped."""
+    names = [f"{i + 1}. {Path(path).name}" for i, path in enumerate(paths)]
+    views: dict[str, dict] = {}
+    every_file: list[Path] = []
+    for index, path in enumerate(paths):
+        view: dict = {}
+        share = _Share(progress, index, len(paths), Path(path).name)
+        try:
+            every_file += yield from _kept(view, _present(lambda p=path: load_file(p, LIMITS), {"file": path},
+                                                          request, share))
+        except gr.Error as e:
+            gr.Warning(f"{Path(path).name}: {e.message}", duration=ERROR_SECONDS)
+            view = {source_card: show.source_card({"title": Path(path).name}), player: gr.Audio(None, visible=False),
+                    language_line: f"Not transcribed: {e.message}", last_source: {"file": path},
+                    **_table_update(show.build_table([], [], tasks=request.plan.requested))}
+            yield view
+        views[names[index]] = {c: v for c, v in view.items() if c is not downloads and c is not file_picker}
+    archive = show.write_zip(_request_dir() / "subtitles.zip", every_file)
+    yield {file_picker: gr.Radio(names, value=names[-1], visible=True), file_views: views,
+           downloads: gr.File([str(f) for f in [archive, *every_file]], visible=True)}
+
+
+def show_file(name: str, views: dict[str, dict]) -> dict:
+    """One of several files' results, shown again; the downloads (all files and the zip) stay."""
+    return views.get(name, {})
 
 
 def run_recording(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
@@ -362,10 +424,12 @@ def live_stop(values: dict, progress: gr.Progress = PROGRESS) -> Iterator[dict]:
     recording_audio = session.recording()
     player_file = show.write_playback(recording_audio, workdir / "live_microphone.mp3")
     request = Request(values[mode], session.plan, session.options)
+    results = session.results()
+    files = show.write_downloads(workdir, "live_microphone", results["transcribe"], results["translate"])
     yield {live_state: None, live_tail: "", last_source: {"file": str(player_file)},
            source_card: show.source_card({"title": LIVE_TITLE, "duration": len(recording_audio) / SAMPLE_RATE}),
            player: gr.Audio(str(player_file), visible=True),
-           **_finished(session.results(), request, workdir, "live_microphone")}
+           **_finished(results, request, files)}
 
 
 def mic_mode_shown(chosen: str) -> dict:
@@ -521,10 +585,11 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                                          elem_id="recording", visible=False)
                     mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button", visible=False)
                 with gr.Tab("Upload", id="upload"):
-                    upload = gr.File(file_types=["audio", "video"], label="Audio or video file", elem_id="upload")
+                    upload = gr.File(file_types=["audio", "video"], file_count="multiple", elem_id="upload",
+                                     label=f"Audio or video files (up to {MAX_FILES} at once)")
                     upload_button = gr.Button("Transcribe", variant="primary", elem_id="upload-button")
                     examples = gr.Examples(
-                        [[str(EXAMPLES_DIR / name)] for name, _ in EXAMPLES], inputs=[upload],
+                        [[[str(EXAMPLES_DIR / name)]] for name, _ in EXAMPLES], inputs=[upload],
                         example_labels=[label for _, label in EXAMPLES], cache_examples=False,
                         label="Examples (click one to transcribe it)", api_visibility="private",
                     )
@@ -540,6 +605,7 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                 initial_prompt = gr.Textbox(label="Initial prompt", lines=2,
                                             placeholder="Names and words to expect, or text in the style you want")
         with gr.Column(scale=3, min_width=320):
+            file_picker = gr.Radio([], label="Files", visible=False, elem_id="file-picker")
             source_card = gr.HTML(HINT, elem_id="source-card")
             player = gr.Audio(label="Your audio: click a row below to play from there", type="filepath",
                               interactive=False, visible=False, elem_id="player",
@@ -560,14 +626,17 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
     row_starts = gr.State([])
     last_source = gr.State(None)
     live_state = gr.State(None)  # the recording's LiveFeed, REFUSED, or None
+    file_views = gr.State({})  # several files' results: what the results area showed for each
     seek_to = gr.Number(visible=False)
 
     settings = {language, mode, beam_size, fallback, batched, initial_prompt}  # a set: handlers get one dict
-    results_area = [source_card, player, language_line, table, downloads, row_starts, last_source, live_tail]
+    results_area = [source_card, player, language_line, table, downloads, row_starts, last_source, live_tail,
+                    file_picker, file_views]
     model_event = {"outputs": results_area, "concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY,
                    "show_progress_on": [language_line], "api_visibility": "private"}
     gr.on([url_button.click, url_box.submit], run_url, {url_box, *settings}, **model_event)
     mic_button.click(run_recording, {recording, *settings}, **model_event)
+    file_picker.input(show_file, [file_picker, file_views], results_area, queue=False, api_visibility="private")
     mic_mode.change(mic_mode_shown, [mic_mode], [live_mic, recording, mic_button], queue=False,
                     api_visibility="private")
     # The live events stay out of the model's group: a chunk is answered at once, whatever else runs.

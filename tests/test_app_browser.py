@@ -208,6 +208,31 @@ def test_batched_decoding_from_the_options(page, audio, tmp_path):
     shot(page, "batched")
 
 
+def test_two_files_at_once_give_two_results_and_a_zip(page, audio):
+    import io
+    import zipfile
+
+    files = [audio / "fr_sous_le_consulat.wav", audio / "es_arenas_blanquecinas.wav"]
+    page.get_by_role("tab", name="Upload").click()
+    with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.status == 200):
+        page.locator("#upload input[type=file]").set_input_files(files)
+    page.locator("#upload").get_by_text(files[1].stem).wait_for()
+    page.click("#upload-button")
+    page.locator("#downloads a[download='subtitles.zip']").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert "mesa" not in " ".join(r[1] for r in table(page)).lower()
+    assert "arenas" in " ".join(r[1] for r in table(page)).lower()  # the last file is shown
+    page.locator("#file-picker").get_by_text("1. fr_sous_le_consulat.wav").click()
+    page.locator("#source-card").get_by_text("fr_sous_le_consulat").wait_for()
+    check_french(table(page))
+    assert "French" in page.locator("#language-line").inner_text()
+    link = page.locator("#downloads a[download='subtitles.zip']").get_attribute("href")
+    names = zipfile.ZipFile(io.BytesIO(page.request.get(link).body())).namelist()
+    for name in ("fr_sous_le_consulat.fr.srt", "es_arenas_blanquecinas.es.srt", "es_arenas_blanquecinas.en.srt"):
+        assert name in names, names
+    assert_no_raw_output(page)
+    shot(page, "two_files")
+
+
 def test_upload_video_with_speech(page, audio, tmp_path):
     video = make_media(tmp_path, ["-f", "lavfi", "-i", "color=c=navy:s=320x240:r=10", "-i",
                                   str(audio / "en_jfk_ask_not.flac"), "-shortest", "-c:v", "libx264", "-c:a",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 import subprocess
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,17 @@ def write_downloads(directory: Path, stem: str, transcript: dict | None, transla
     if transcript is not None and any(s.get("words") for s in transcript["segments"]):
         write(f"{stem}.{language}.words.srt", to_srt(transcript, WORD_LAYOUT))  # karaoke-style, timed per word
     return written
+
+
+def write_zip(path: Path, files: Sequence[Path]) -> Path:
+    """One archive of several runs' downloads; a name met again gets its folder's name in front."""
+    seen: set[str] = set()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            name = file.name if file.name not in seen else f"{file.parent.name}-{file.name}"
+            seen.add(name)
+            archive.write(file, name)
+    return path
 
 
 def write_playback(audio: np.ndarray, path: Path) -> Path:
