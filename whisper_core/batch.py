@@ -26,8 +26,11 @@ one write that is synced to disk; the last line of an input wins. A rerun skips 
 is done with the same content hash and options and whose files all exist, and one that failed with the same
 hash and options unless `--retry_failed` is given; so a killed run loses only the inputs that were in flight.
 
-Exit status: 0 when every input is done, 1 when some input failed (in this run, or before and not retried),
-2 for bad arguments.
+With `--address ray://HOST:PORT` (or `auto`, or the cluster's HOST:PORT) the inputs are run on a Ray cluster
+instead, with the same manifest, triage and files: see `whisper_core.cluster`. Without it Ray is not imported.
+
+Exit status: 0 when every input is done, 1 when some input failed (in this run, or before and not retried) or
+the cluster stopped the job, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ class UsageError(Exception):
     """Bad arguments: one `error:` line and exit status 2, before anything is decoded."""
 
 
+class ClusterError(Exception):
+    """The cluster could not run the job (unreachable, or it gave the job up): one `error:` line and exit
+    status 1; the inputs recorded before stay recorded, so the same command goes on later."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -87,6 +95,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
     return value
 
 
@@ -104,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs decoded at once, sharing batches (above 1, JSON floats may differ from the CLI's "
                    "in their last digits)")
     p.add_argument("--retry_failed", action="store_true", help="try the inputs that failed before again")
+    p.add_argument("--address", default=None,
+                   help="run on this Ray cluster (ray://HOST:PORT, HOST:PORT, or auto for the one on this machine)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="with --address: model actors, one model each (default: one per --gpus_per_worker GPUs "
+                   "of the cluster; 1 on a cluster without GPUs)")
+    p.add_argument("--gpus_per_worker", type=_positive_float, default=None,
+                   help="with --address: GPUs each model actor holds where the cluster has GPUs (default: 1)")
     cli.add_transcribe_arguments(p)
     return p
 
@@ -475,6 +497,8 @@ def _output_dir(args: argparse.Namespace) -> Path:
 
 def batch(args: argparse.Namespace) -> int:
     """The command, once its arguments are parsed: the exit status."""
+    if args.address is None and (args.workers is not None or args.gpus_per_worker is not None):
+        raise UsageError("--workers and --gpus_per_worker need --address")
     options, layout = _options(args)
     inputs = collect(args.inputs)
     out_dir = _output_dir(args)
@@ -485,7 +509,13 @@ def batch(args: argparse.Namespace) -> int:
     print(f"{len(inputs)} inputs: {len(fates.todo)} to do, {fates.skipped} done before, "
           f"{len(fates.failed_before)} failed before", file=sys.stderr)
     records: list[Record] = []
-    if fates.todo:
+    if fates.todo and args.address:
+        from . import cluster  # Ray, only for a cluster run
+
+        names = _names(last, [item for item, _ in fates.todo])
+        job = cluster.job_from_args(args, options, layout, out_dir, wanted)
+        records = cluster.run_inputs(fates.todo, job, names, manifest)
+    elif fates.todo:
         engine, plan = _engine(args)
         names = _names(last, [item for item, _ in fates.todo])
         settings = Settings(plan, options, layout, args.output_format, out_dir, wanted)
@@ -500,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: the finished inputs are in the manifest; the same command goes on from there",
               file=sys.stderr)
@@ -507,4 +540,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As the package's module, not as this `__main__` copy of it: the cluster module imports that one, and
+    # the errors it raises are that module's classes.
+    from whisper_core import batch as package_module
+
+    sys.exit(package_module.main())
