@@ -87,7 +87,7 @@ def remove_when_recorded(cluster: Cluster, manifest: Path, process: subprocess.P
 
 def run_job(cluster: Cluster, job: dict) -> dict:
     for path in job.get("unlink", []):
-        Path(path).unlink()
+        Path(path).unlink(missing_ok=True)  # a job before that failed: its report says why
     address = f"ray://{LOOPBACK}:{CLIENT_PORT}" if job["client"] else cluster.address
     args = [*job["args"], "--address", address]
     manifest = Path(args[args.index("--output_dir") + 1]) / "manifest.jsonl"
