@@ -381,6 +381,7 @@ class LiveSession:
         arrived = self._take()
         if not arrived and not final:  # the same audio decoded twice would agree with itself
             return {}
+        self._trim()  # what came during a slow step may push the buffer past a cut: not decoded again
         speech = find_speech(self._buffer) if len(self._buffer) else SpeechMap((), 0)
         if not speech.spans:  # nothing said: nothing decoded, and no "Thank you." over the silence
             for track in self._tracks.values():
