@@ -45,6 +45,16 @@ PROMPT_CHARS = 200  # committed text given as the prompt: the last this many cha
 # the last MAX_OVERLAP committed words, said again within OVERLAP_S of where they were heard.
 MAX_OVERLAP = 5
 OVERLAP_S = 1.0
+# Two decodes agree on a word when they write it alike and put it within OVERLAP_S of each other: a decode
+# of a long buffer sometimes skips a stretch of speech, and its next "the" is not the other's "the".
+# A word the aligner starts this close to the buffer's end was not heard there: after the speech it
+# piles up words the model wrote from its prompt or the text before.
+UNHEARD_AT_END_S = 0.05
+# A decode may end its text before the buffer's speech does; at the end of the stream, the speech after
+# the committed transcript is decoded again, on its own, while there is this much of it (up to
+# FINAL_DECODES). The speech found reaches a little past the last word: more than that is a skipped phrase.
+LEFT_UNSAID_S = 2.0
+FINAL_DECODES = 3
 
 
 def as_mono_float(chunk: np.ndarray) -> np.ndarray:
@@ -128,11 +138,12 @@ class _Word:
         return {"word": self.text, "start": self.start, "end": self.end}
 
 
-def _decoded_words(segments: list[dict], offset: float) -> list[_Word]:
-    """The words of one decode of the buffer, in stream time."""
+def _decoded_words(segments: list[dict], offset: float, length: float) -> list[_Word]:
+    """The words of one decode of a buffer of `length` seconds, in stream time, without those the aligner
+    put at its very end."""
     words = []
     for line, segment in enumerate(segments):
-        timed = segment.get("words", [])
+        timed = [w for w in segment.get("words", []) if w["start"] < length - UNHEARD_AT_END_S]
         for i, w in enumerate(timed):
             last = i == len(timed) - 1 and line < len(segments) - 1
             closes = last or w["word"].strip().endswith(tuple(SENTENCE_END_MARKS))
@@ -192,9 +203,7 @@ class _Track:
         unheard = self._unheard(words)
         agreed = len(unheard) if final else 0
         if not final:
-            while agreed < min(len(unheard), len(self.tentative)) and (
-                unheard[agreed].key == self.tentative[agreed].key
-            ):
+            while agreed < min(len(unheard), len(self.tentative)) and _same(unheard[agreed], self.tentative[agreed]):
                 agreed += 1
         new, self.tentative = unheard[:agreed], unheard[agreed:]
         self.committed.extend(new)
@@ -213,6 +222,11 @@ class _Track:
     @property
     def tentative_text(self) -> str:
         return "".join(w.text for w in self.tentative).strip()
+
+
+def _same(word: _Word, before: _Word) -> bool:
+    """One word as two decodes heard it."""
+    return word.key == before.key and abs(word.start - before.start) < OVERLAP_S
 
 
 def _split_lines(words: list[_Word]) -> list[list[_Word]]:
@@ -315,6 +329,17 @@ class LiveSession:
         with self._lock:
             self._keep(self._resampler.flush())
         update = self._advance(final=True)
+        for _ in range(FINAL_DECODES - 1):
+            cut = self._unsaid_from()
+            if cut is None:
+                break
+            self._drop(cut)
+            self._decoded_to = self._offset  # what follows is decoded although no audio arrived
+            more = self._advance(final=True)
+            if not any(more.committed.values()):
+                break
+            update = Update({task: update.committed[task] + lines for task, lines in more.committed.items()},
+                            more.tentative, more.language)
         self._drop(len(self._buffer))
         return update
 
@@ -421,15 +446,30 @@ class LiveSession:
             first = next(r for r in results.values() if r is not None)
             self.language, self.language_probs = first["language"], first.get("language_probs")
             self._start_tracks()
-        return {task: _decoded_words(results[task]["segments"], start) for task in self._tracks}
+        length = len(self._buffer) / SAMPLE_RATE
+        return {task: _decoded_words(results[task]["segments"], start, length) for task in self._tracks}
+
+    def _unsaid_from(self) -> int | None:
+        """Where in the buffer the speech that the transcript (or the only task) has not committed starts,
+        when there is LEFT_UNSAID_S of it: a decode stopped early there. A translation's word times follow
+        its own words, not the speech."""
+        track = self._tracks.get("transcribe") or next(iter(self._tracks.values()), None)
+        if track is None or track.end is None:
+            return None
+        cut = max(round(track.end * SAMPLE_RATE) - self._offset, 0)
+        rest = self._buffer[cut:]
+        if len(rest) < LEFT_UNSAID_S * SAMPLE_RATE or find_speech(rest).speech_samples < LEFT_UNSAID_S * SAMPLE_RATE:
+            return None
+        return cut
 
     def _trim(self) -> None:
         """Drop the audio whose text every task has committed up to the end of a segment or sentence."""
         if len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
             return
         ends = [track.cut for track in self._tracks.values()]
-        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and None in ends:
-            ends = [track.end for track in self._tracks.values()]
+        start = self._offset / SAMPLE_RATE
+        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and any(end is None or end <= start for end in ends):
+            ends = [track.end for track in self._tracks.values()]  # no cut in the buffer: one long sentence
         if ends and None not in ends:
             self._drop(round(min(ends) * SAMPLE_RATE) - self._offset)
 
