@@ -182,7 +182,12 @@ def load_network(
         detail = " ".join(str(e).split())
         raise CheckpointError(f"the weights do not fit a Whisper model of their stated size: {detail[:300]}") from e
     del state_dict  # what is packed below is then freed as it goes
-    if not on_cuda:
+    if on_cuda:
+        # cuDNN's attention builds an execution plan for every new shape, and the decoder's keys grow by one
+        # each token: a first decode spent seconds per window building plans. Flash and memory-efficient
+        # attention need none.
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    else:
         if int8:
             quantize_linears(net)
         elif half_weights.available():
