@@ -193,9 +193,10 @@ def _played(session: LiveSession, samples: np.ndarray, speed: float) -> tuple[li
 
 def test_a_stream_fed_faster_than_it_decodes_keeps_a_bounded_lag(service, model, shared):
     """Fed at three times real time, faster than decodes keep up with here, each decode takes in all that
-    arrived meanwhile: a word is committed by the first or second decode after the one that first heard
-    it, however slow the machine (a decode per chunk would leave it ever more chunks behind), and all the
-    speech is still committed."""
+    arrived meanwhile: nine words in ten are committed within two decodes after the one that first heard
+    them (two decodes must agree, and a word at the buffer's very end is often heard again differently),
+    none more than MAX_DECODES_BEHIND, however slow the machine (a decode per chunk would leave it ever
+    more chunks behind), and all the speech is still committed."""
     samples = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))[: 60 * SAMPLE_RATE]
     session = LiveSession(service, service.model.plan("transcribe"), make_options(temperature=0.0))
     steps, commits = _played(session, samples, speed=3.0)
@@ -204,7 +205,7 @@ def test_a_stream_fed_faster_than_it_decodes_keeps_a_bounded_lag(service, model,
     for step, word in commits:
         heard_by = next((i for i in range(step + 1) if (steps[i - 1] if i else 0.0) >= word["end"]), step)
         behind.append(step - heard_by)
-    assert len(behind) > 100 and np.quantile(behind, 0.9) <= 1 and max(behind) <= MAX_DECODES_BEHIND, behind
+    assert len(behind) > 100 and np.quantile(behind, 0.9) <= 2 and max(behind) <= MAX_DECODES_BEHIND, behind
     offline = model.transcribe(samples, temperature=0.0)["text"]
     assert error_rate(offline, session.text("transcribe"), "en") <= FAST_WER_MARGIN
 
