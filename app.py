@@ -11,13 +11,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before gradio 
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
 import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -29,7 +32,7 @@ from whisper_core.audio import SAMPLE_RATE
 from whisper_core.live import LiveBusy, LiveFeed, LivePlaces, read_wav
 from whisper_core.media import Limits, Media, MediaError, load_file, load_url
 from whisper_core.options import OptionsError, TranscribeOptions, make_options
-from whisper_core.service import Event, Finished, SpeechModel, get_service
+from whisper_core.service import Event, Finished, Item, SpeechModel, get_service
 from whisper_core.tasks import MODES, TaskPlan
 
 try:  # Hugging Face ZeroGPU attaches a GPU for the duration of each call to a function it wraps
@@ -58,6 +61,9 @@ ZERO_GPU = spaces is not None and environment.flag("SPACES_ZERO_GPU")
 GPU_START_S = 15
 GPU_S_PER_AUDIO_MINUTE = 6
 MAX_GPU_S = 120
+# There the API's calls that wait in the queue are handed over together, up to this many, and decoded in one
+# GPU call, their windows sharing its steps (the page's handlers stream, and each keeps a call of its own).
+ZERO_GPU_BATCH = environment.positive_int("WHISPER_ZERO_GPU_BATCH", 8)
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
@@ -84,6 +90,7 @@ log.info("model %s on %s ready; %d model load(s) in this process", service.model
 
 
 STAGES = {"both": "Transcribing and translating", "transcribe": "Transcribing", "translate": "Translating"}
+FAULT = "Transcription failed on the server ({kind}). Try again in a minute; if it fails again, try a shorter file."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,25 +155,54 @@ def decode_here(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -
     yield from service.stream_here(audio, plan, options)
 
 
-def gpu_seconds(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> int:  # noqa: ARG001
+def gpu_seconds(audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> int:
     """The GPU time a ZeroGPU call asks for, by the length of its audio and the number of tasks."""
-    minutes = len(audio) / SAMPLE_RATE / 60
-    return min(MAX_GPU_S, math.ceil(GPU_START_S + GPU_S_PER_AUDIO_MINUTE * minutes * len(plan.tasks)))
+    return gpu_seconds_for_all([(audio, plan, options)])
 
 
-# The one way into the model.
+def gpu_seconds_for_all(items: list[Item]) -> int:
+    """The GPU time one call for several requests asks for: one start, and the share of every minute of
+    each request's audio and task (on a GPU their shared steps make the sum an upper bound)."""
+    task_minutes = sum(len(audio) / SAMPLE_RATE / 60 * len(plan.tasks) for audio, plan, _ in items)
+    return min(MAX_GPU_S, math.ceil(GPU_START_S + GPU_S_PER_AUDIO_MINUTE * task_minutes))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeFailed:
+    """One request's engine fault in a call for several, as a plain value: ZeroGPU pickles what its child
+    returns, which an exception may not survive (its traceback never does), so the child logs it."""
+
+    kind: str  # the exception's type name, which its user is told
+
+
+def decode_all_here(items: list[Item]) -> list[dict[str, dict | None] | DecodeFailed]:
+    """Several requests decoded together by the calling process, their windows sharing each step: on
+    ZeroGPU, one call for a batch of API users. Each slot: that request's {task: result}, or its fault."""
+    outcomes = service.submit_here(items)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            log.error("decoding failed", exc_info=outcome)
+    return [DecodeFailed(type(o).__name__) if isinstance(o, Exception) else o for o in outcomes]
+
+
+# The one way into the model; on ZeroGPU, the API's batches take the other.
 decode = spaces.GPU(duration=gpu_seconds)(decode_here) if ZERO_GPU else decode_on_worker
+decode_all = spaces.GPU(duration=gpu_seconds_for_all)(decode_all_here) if ZERO_GPU else decode_all_here
+
+
+def server_fault(e: Exception) -> gr.Error:
+    """An engine fault, logged, as the error its users see: the options were checked at the edge, so what
+    fails here is not the visitor's doing."""
+    log.error("decoding failed", exc_info=e)
+    return gr.Error(FAULT.format(kind=type(e).__name__), duration=ERROR_SECONDS, print_exception=False)
 
 
 def events(media: Media, request: Request) -> Iterator[Event]:
-    """`decode`, with an engine fault logged and said as a server error: the options were checked at the
-    edge, so what fails here is not the visitor's doing."""
+    """`decode`, with an engine fault said as a server error."""
     try:
         yield from decode(media.audio, request.plan, request.options)
     except Exception as e:
-        log.error("decoding failed", exc_info=e)
-        raise gr.Error(f"Transcription failed on the server ({type(e).__name__}). Try again in a minute; if it "
-                       "fails again, try a shorter file.", duration=ERROR_SECONDS, print_exception=False) from e
+        raise server_fault(e) from e
 
 
 def results_of(media: Media, request: Request) -> dict[str, dict | None]:
@@ -458,11 +494,26 @@ def play_from(starts: list[float], event: gr.SelectData) -> float:
 # --- the API ----------------------------------------------------------------------------------------------------
 
 
-def _api_run(loader: Callable[[], Media], request: Request) -> dict:
-    media = _load(loader)
-    results = results_of(media, request)
+def _api_answer(media: Media, request: Request, results: dict[str, dict | None]) -> dict:
+    """What the API returns for one request: the results, the source, and why a translation is missing."""
     first = results["transcribe"] or results["translate"] or {}
     return show.api_result(media.metadata(), results, request.plan.missing_translation(first.get("language")))
+
+
+def _api_run(loader: Callable[[], Media], request: Request) -> dict:
+    media = _load(loader)
+    return _api_answer(media, request, results_of(media, request))
+
+
+def _file_loader(file: FileData) -> Callable[[], Media]:
+    """The upload's loader, however Gradio hands the file over (a FileData dict or object, a path): a
+    malformed one fails when it is loaded, as that input's error."""
+    return lambda: load_file(file["path"] if isinstance(file, dict) else getattr(file, "path", file), LIMITS)
+
+
+def _url_loader(url: str) -> Callable[[], Media]:
+    """The link's loader: made when the call is checked, run when its input is loaded."""
+    return lambda: load_url(url.strip(), LIMITS)
 
 
 def transcribe_file(file: FileData, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
@@ -472,9 +523,8 @@ def transcribe_file(file: FileData, language: str = "auto", mode: str = "both", 
     'fr'; mode: 'both', 'transcribe' or 'translate'; batched: cut the speech at its pauses and decode the
     pieces together (faster on long files). Returns {'language', 'language_probs', 'transcribe',
     'translate', 'translation_note', 'source'}; each result has 'text' and timed 'segments'."""
-    path = file["path"] if isinstance(file, dict) else getattr(file, "path", file)
     request = make_request(language, mode, beam_size, fallback, initial_prompt, batched)
-    return _api_run(lambda: load_file(path, LIMITS), request)
+    return _api_run(_file_loader(file), request)
 
 
 def transcribe_url(url: str, language: str = "auto", mode: str = "both", beam_size: int = DEFAULT_BEAM,
@@ -482,7 +532,59 @@ def transcribe_url(url: str, language: str = "auto", mode: str = "both", beam_si
                    ) -> dict:
     """Like /transcribe_file, for the audio behind a link (YouTube or any page or file yt-dlp can read)."""
     request = make_request(language, mode, beam_size, fallback, initial_prompt, batched)
-    return _api_run(lambda: load_url(url.strip(), LIMITS), request)
+    return _api_run(_url_loader(url), request)
+
+
+Loaded = tuple[Media, Request]
+
+
+def zero_gpu_batch(single: Callable[..., dict], loader: Callable[[Any], Callable[[], Media]]
+                   ) -> Callable[..., tuple[list[dict]]]:
+    """`single` as a Gradio batch function, for ZeroGPU: Gradio hands over the waiting calls as one list
+    per parameter and takes back a tuple of one list (one per output). The inputs are checked and loaded
+    side by side in this process, then the ones that loaded are decoded in one GPU call. Gradio can only
+    fail a batch as a whole, so an input's own error is its answer: {"error": message}."""
+
+    def run(sources: list, *settings: list) -> tuple[list[dict]]:
+        with ThreadPoolExecutor(len(sources)) as pool:
+            prepared = list(pool.map(_prepare, map(loader, sources), zip(*settings, strict=True)))
+        return (_decode_prepared(prepared),)
+
+    return functools.update_wrapper(run, single)  # the API's schema and docs describe one call, as elsewhere
+
+
+def _prepare(load: Callable[[], Media], settings: tuple) -> Loaded | dict:
+    """One input of a batch checked and loaded, outside the GPU call; what went wrong is that user's
+    answer alone."""
+    try:
+        request = make_request(*settings)
+        return _load(load), request
+    except gr.Error as e:
+        return {"error": e.message}
+
+
+def _decode_prepared(prepared: list[Loaded | dict]) -> list[dict]:
+    """The inputs that loaded, decoded together (no GPU asked for when none loaded); each answer in its
+    input's place."""
+    loaded = [p for p in prepared if isinstance(p, tuple)]
+    outcomes = iter(_decode_together(loaded) if loaded else [])
+    return [p if isinstance(p, dict) else _batch_answer(*p, next(outcomes)) for p in prepared]
+
+
+def _decode_together(loaded: list[Loaded]) -> list[dict[str, dict | None] | DecodeFailed]:
+    """One GPU call for all of them. A failure of the call itself (no GPU, its time ran out) fails the
+    whole batch: no input has its results."""
+    try:
+        return decode_all([(media.audio, request.plan, request.options) for media, request in loaded])
+    except Exception as e:
+        raise server_fault(e) from e
+
+
+def _batch_answer(media: Media, request: Request, outcome: dict[str, dict | None] | DecodeFailed) -> dict:
+    """As the endpoint answers alone, but its engine fault is its answer: it cannot be raised for one."""
+    if isinstance(outcome, DecodeFailed):
+        return {"error": FAULT.format(kind=outcome.kind)}
+    return _api_answer(media, request, outcome)
 
 
 def status() -> dict:
@@ -653,8 +755,13 @@ with gr.Blocks(title="Whisper: transcribe and translate speech",
                  api_visibility="private").then(None, [seek_to], None, js=PLAY_FROM_JS)
 
     api_event = {"concurrency_id": MODEL_GROUP, "concurrency_limit": CONCURRENCY}
-    gr.api(transcribe_file, api_name="transcribe_file", **api_event)
-    gr.api(transcribe_url, api_name="transcribe_url", **api_event)
+    if ZERO_GPU:  # the calls waiting in the queue are handed over together and decoded in one GPU call
+        batch_event = {**api_event, "batch": True, "max_batch_size": ZERO_GPU_BATCH}
+        gr.api(zero_gpu_batch(transcribe_file, _file_loader), api_name="transcribe_file", **batch_event)
+        gr.api(zero_gpu_batch(transcribe_url, _url_loader), api_name="transcribe_url", **batch_event)
+    else:
+        gr.api(transcribe_file, api_name="transcribe_file", **api_event)
+        gr.api(transcribe_url, api_name="transcribe_url", **api_event)
     gr.api(status, api_name="status", queue=False)
 
 

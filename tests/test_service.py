@@ -1,18 +1,24 @@
 """The shared service on real speech: a request streams its progress and then its results, a visitor who
-leaves frees the batches, and the plan decides what runs."""
+leaves frees the batches, the plan decides what runs, and several requests stepped by the calling thread (a
+ZeroGPU call) share steps as the worker's do."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import numpy as np
 import pytest
+import torch
 
+from whisper_core import transcribe as longform
 from whisper_core.audio import load_audio
 from whisper_core.metrics import error_rate
 from whisper_core.options import make_options
 from whisper_core.service import Finished, Progress, TranscriptionService
 
 GREEDY = make_options(temperature=0.0)
+BROKEN = "a prompt this test's engine fails on"
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +101,48 @@ def test_a_batched_request_and_a_sequential_one_share_the_service(service, model
     assert error_rate(alone_short, sequential["transcribe"]["text"], "fr") < 0.02
     assert service.stats.largest_step > 1  # the chunks stepped together
     service.stats.largest_step = max(largest_before, service.stats.largest_step)
+
+
+@pytest.fixture
+def one_thread_restored():
+    """`submit_here` sets torch to one thread, as a forked ZeroGPU child needs; the tests after this one
+    get their threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_requests_stepped_here_share_steps_and_each_gets_its_own_results(service, model, shared, manifest,
+                                                                         one_thread_restored):
+    names = ("en_librispeech_1272-128104-0000.wav", "fr_sous_le_consulat.wav")  # one window each
+    entries = [next(e for e in manifest if e["file"] == name) for name in names]
+    items = [(load_audio(str(shared / "audio" / e["file"])), model.plan("transcribe"), GREEDY) for e in entries]
+    before = dataclasses.replace(service.stats)
+    outcomes = service.submit_here(items)
+    for entry, outcome in zip(entries, outcomes, strict=True):
+        assert outcome["translate"] is None and outcome["transcribe"]["language"] == entry["language"]
+        assert error_rate(entry["reference"], outcome["transcribe"]["text"], entry["language"]) < 0.2
+    assert service.stats.requests == before.requests + 2
+    # A transcript alone steps one window at a time: the two windows went through one step together.
+    assert (service.stats.steps, service.stats.windows) == (before.steps + 1, before.windows + 2)
+    assert service.stats.largest_step >= 2
+
+
+def test_a_fault_in_one_request_stepped_here_leaves_the_others_their_results(service, model, shared, monkeypatch,
+                                                                             one_thread_restored):
+    def step(net, jobs):
+        if any(job.options.initial_prompt == BROKEN for job in jobs):
+            raise RuntimeError("the device fell over")
+        real_step(net, jobs)
+
+    real_step = longform.step
+    monkeypatch.setattr(longform, "step", step)
+    plan = model.plan("transcribe")
+    jfk = load_audio(str(shared / "audio" / "en_jfk_ask_not.flac"))
+    items = [(np.zeros((2, 2, 2), np.float32), plan, GREEDY),  # not audio the engine can take
+             (jfk, plan, make_options(temperature=0.0, initial_prompt=BROKEN)),  # fails the shared step
+             (jfk, plan, GREEDY)]
+    cannot_prepare, fails_a_step, fine = service.submit_here(items)
+    assert isinstance(cannot_prepare, RuntimeError) and "expand" in str(cannot_prepare)
+    assert isinstance(fails_a_step, RuntimeError) and str(fails_a_step) == "the device fell over"
+    assert "ask not what your country can do for you" in fine["transcribe"]["text"].lower()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +44,8 @@ class Finished:
 
 
 Event = Progress | Finished
+Item = tuple[np.ndarray, TaskPlan, TranscribeOptions]  # one request of a batch: audio, plan, options
+Outcome = dict[str, dict | None] | Exception  # a batched request's results, or the fault that failed it alone
 
 
 @dataclass
@@ -136,15 +138,21 @@ class TranscriptionService:
         has it OpenMP's thread team: torch is set to one CPU thread, or its first parallel operation on
         the CPU (the voice detector's, say) would wait forever for threads that were not forked."""
         torch.set_num_threads(1)
-        request = self._request(audio, plan, options)
-        active, rotation = [request], itertools.count()
-        while active:
-            self._turn(active, rotation)
-            while not request.events.empty():
-                event = request.events.get_nowait()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
+        for _, event in self._step_here([self._request(audio, plan, options)]):
+            if isinstance(event, Exception):
+                raise event
+            yield event
+
+    def submit_here(self, items: Sequence[Item]) -> list[Outcome]:
+        """Several requests (audio, plan, options) stepped together in the calling thread, their windows
+        sharing each step as the worker's would: one ZeroGPU call for a batch of users. Each slot holds
+        that request's {task: result}, or the exception that failed it alone, so that one user's fault
+        costs the others nothing; the caller says it to that user."""
+        torch.set_num_threads(1)  # before the log-mels and the voice detector: see `stream_here`
+        slots = [self._prepared(item) for item in items]
+        requests = [slot for slot in slots if isinstance(slot, _Request)]
+        ends = {id(request): event for request, event in self._step_here(requests) if not isinstance(event, Progress)}
+        return [slot if isinstance(slot, Exception) else _outcome(ends[id(slot)]) for slot in slots]
 
     def submit(self, audio: np.ndarray, plan: TaskPlan, options: TranscribeOptions) -> dict[str, dict | None]:
         """`stream` to the end: {task: result}."""
@@ -181,6 +189,23 @@ class TranscriptionService:
             prepared = self.model.prepare(audio, vad_filter=options.vad_filter)
             request.jobs = self.model.jobs(prepared, plan, options, request.report)
         return request
+
+    def _prepared(self, item: Item) -> _Request | Exception:
+        """`_request`, or the fault that stopped it (audio the engine cannot take), kept for its slot."""
+        try:
+            return self._request(*item)
+        except Exception as e:
+            return e
+
+    def _step_here(self, requests: list[_Request]) -> Iterator[tuple[_Request, Event | Exception]]:
+        """The worker's turns, taken by the calling thread over these requests alone until all are done:
+        each request's events as they come, an exception being its last."""
+        active, rotation = list(requests), itertools.count()
+        while active:
+            self._turn(active, rotation)
+            for request in requests:
+                while not request.events.empty():
+                    yield request, request.events.get_nowait()
 
     def _work(self) -> None:
         active: list[_Request] = []
@@ -271,6 +296,11 @@ class TranscriptionService:
             action(request)
         except Exception as e:  # reported to that request's caller only
             request.error = e
+
+
+def _outcome(end: Finished | Exception) -> Outcome:
+    """A batched request's last event as its slot: the caller wants results, not the stream around them."""
+    return end.results if isinstance(end, Finished) else end
 
 
 def _take_turns(jobs: list[Job], room: int, rotation: Iterator[int]) -> list[Job]:
