@@ -170,3 +170,12 @@ def test_requests_with_the_same_rules_are_masked_in_one_pass(tok):
     other = _LogitRules(DecodingOptions(language="en", without_timestamps=True), tok, begin, "cpu")
     spans = _rule_spans([rules[0], rules[1], other, rules[2]], n_group=2)
     assert [(rows.start, rows.stop) for rows, _ in spans] == [(0, 4), (4, 6), (6, 8)]
+
+
+def test_a_request_asking_fewer_tokens_than_its_batch_can_only_end_there(tok):
+    """Past its own sample_len a request's rows may write only the end of text; before it, and for a
+    request with no limit, the rules are the usual ones."""
+    limited = _apply(tok, [400, 401, 402], sample_len=3)
+    assert torch.isinf(limited).sum() == VOCAB - 1 and limited[tok.eot] == 0
+    assert torch.equal(_apply(tok, [400, 401], sample_len=3), _apply(tok, [400, 401]))
+    assert not torch.isinf(_apply(tok, [400, 401, 402])[400])

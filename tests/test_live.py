@@ -17,6 +17,8 @@ from whisper_core.live import (
     LivePlaces,
     LiveSession,
     Resampler,
+    _until_loop,
+    _Word,
     as_mono_float,
     join_lines,
     play,
@@ -281,3 +283,18 @@ def test_committed_lines_are_joined_into_sentences_for_the_reader():
     assert [r["text"] for r in rows] == ["Ask not what your country.", "And so", "my fellow"]
     assert rows[0]["start"] == 0.0 and rows[0]["end"] == 2.0 and len(rows[0]["words"]) == 5
     assert join_lines([line(0.0, 1.0, "我们"), line(1.2, 2.0, "今天")])[0]["text"] == "我们今天"
+
+
+def test_a_decode_stuck_in_a_loop_keeps_the_phrase_once():
+    """A phrase of two words or more written three times in a row is kept once and what follows dropped;
+    a word said three times, or a phrase said twice, is speech and stays."""
+    def words(text: str) -> list[_Word]:
+        return [_Word(f" {w}", i * 0.3, i * 0.3 + 0.2, 0, False) for i, w in enumerate(text.split())]
+
+    def said(kept: list[_Word]) -> str:
+        return " ".join(w.text.strip() for w in kept)
+
+    looping = words("alors je veux dire que je veux dire que je veux dire que je veux dire")
+    assert said(_until_loop(looping)) == "alors je veux dire que"
+    for speech in ("no no no we won't", "ask not ask not what you can do"):
+        assert said(_until_loop(words(speech))) == speech

@@ -152,6 +152,8 @@ class _LogitRules:
     def __init__(self, options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int, device):
         self.tokenizer = tokenizer
         self.sample_begin = sample_begin
+        # A request that asked for fewer tokens than others in its batch ends there: only the end may come.
+        self.sample_len = options.sample_len
         self.timestamps = not options.without_timestamps
         self.blank = tokenizer.encode(" ") + [tokenizer.eot] if options.suppress_blank else []
         suppress = suppressed_tokens(options, tokenizer)
@@ -163,7 +165,7 @@ class _LogitRules:
             self.max_initial = round(options.max_initial_timestamp / TIMESTAMP_STEP)
         # Requests with equal keys mask their rows in one pass (see `_rule_spans`).
         self.key = (sample_begin, self.timestamps, tuple(self.blank), tuple(suppress), self.max_initial,
-                    tokenizer.timestamp_begin, tokenizer.eot)
+                    tokenizer.timestamp_begin, tokenizer.eot, self.sample_len)
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         """Mask `logits` [rows, vocab] in place, given the `tokens` [rows, length] so far."""
@@ -173,6 +175,10 @@ class _LogitRules:
         logits.index_fill_(1, self.suppress, -torch.inf)
         if self.timestamps:
             self._timestamp_rules(logits, tokens, first)
+        if self.sample_len is not None and tokens.shape[1] - self.sample_begin >= self.sample_len:
+            eot = self.tokenizer.eot
+            logits[:, :eot] = -torch.inf
+            logits[:, eot + 1 :] = -torch.inf
 
     def _timestamp_rules(self, logits: Tensor, tokens: Tensor, first: bool) -> None:
         ts_begin = self.tokenizer.timestamp_begin
@@ -538,7 +544,7 @@ def decode_batch(model: Whisper, audio_features: Tensor, requests: list[WindowRe
         if request.options.temperature != options0.temperature or group_size(request.options) != n_group:
             raise ValueError("one batch decodes at one temperature and one group size")
     n_ctx = model.dims.n_text_ctx
-    sample_len = options0.sample_len or n_ctx // 2
+    sample_len = max(r.options.sample_len or n_ctx // 2 for r in requests)
     tokens, last, state, no_speech_probs = _run_prompts(model, audio_features, requests, n_group, sample_len)
     width = tokens.shape[1]
     rule_spans = _rule_spans([_LogitRules(r.options, r.tokenizer, width, model.device) for r in requests], n_group)

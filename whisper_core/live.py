@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import struct
 import sys
 import threading
@@ -55,6 +56,15 @@ UNHEARD_AT_END_S = 0.05
 # FINAL_DECODES). The speech found reaches a little past the last word: more than that is a skipped phrase.
 LEFT_UNSAID_S = 2.0
 FINAL_DECODES = 3
+# A decode writes at most this many tokens per second of buffer, plus a few: a decode that loops ("je veux
+# dire que je veux dire que ...") otherwise runs to the window's limit, and one such step held a stream
+# back for seconds. The words of a phrase said LOOP_REPEATS times in a row are kept once.
+TOKENS_PER_S = 10
+EXTRA_TOKENS = 10
+LOOP_REPEATS = 3
+LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
+# Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
+DECODE_WINDOWS = 2
 
 
 def as_mono_float(chunk: np.ndarray) -> np.ndarray:
@@ -148,6 +158,19 @@ def _decoded_words(segments: list[dict], offset: float, length: float) -> list[_
             last = i == len(timed) - 1 and line < len(segments) - 1
             closes = last or w["word"].strip().endswith(tuple(SENTENCE_END_MARKS))
             words.append(_Word(w["word"], round(offset + w["start"], 3), round(offset + w["end"], 3), line, closes))
+    return _until_loop(words)
+
+
+def _until_loop(words: list[_Word]) -> list[_Word]:
+    """The words up to a loop: where a phrase comes LOOP_REPEATS times in a row, it is kept once and what
+    follows is dropped (a model stuck in a loop writes nothing heard after it)."""
+    keys = [w.key for w in words]
+    for start in range(len(keys)):
+        for n in LOOP_WORDS:
+            phrase = keys[start : start + n]
+            if len(phrase) == n and all(keys[start + k * n : start + (k + 1) * n] == phrase
+                                        for k in range(1, LOOP_REPEATS)):
+                return words[: start + n]
     return words
 
 
@@ -439,8 +462,8 @@ class LiveSession:
             context = track.prompt(start) if track else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
-                                          initial_prompt=prompt or None)
-            jobs.append(self.model.job(audio, options))
+                                          initial_prompt=prompt or None, sample_len=self._sample_len())
+            jobs.append(self.model.job(audio, options, max_windows=DECODE_WINDOWS))
         results = self.service.decode_jobs(jobs, self.plan, urgent=True)
         if self.language is None:
             first = next(r for r in results.values() if r is not None)
@@ -448,6 +471,11 @@ class LiveSession:
             self._start_tracks()
         length = len(self._buffer) / SAMPLE_RATE
         return {task: _decoded_words(results[task]["segments"], start, length) for task in self._tracks}
+
+    def _sample_len(self) -> int:
+        """The most tokens a decode of the buffer may write: its speech at a fast speaker's rate."""
+        most = self.model.net.dims.n_text_ctx // 2
+        return min(most, math.ceil(TOKENS_PER_S * len(self._buffer) / SAMPLE_RATE) + EXTRA_TOKENS)
 
     def _unsaid_from(self) -> int | None:
         """Where in the buffer the speech that the transcript (or the only task) has not committed starts,

@@ -38,6 +38,7 @@ class TranscribeOptions:
     suppress_blank: bool = True
     without_timestamps: bool = False
     max_initial_timestamp: float | None = 1.0
+    sample_len: int | None = None  # most tokens a window's decode writes; None: half the text context
     word_timestamps: bool = False
     prepend_punctuations: str = PREPEND_PUNCTUATIONS
     append_punctuations: str = APPEND_PUNCTUATIONS
@@ -66,6 +67,7 @@ class TranscribeOptions:
             suppress_blank=self.suppress_blank,
             without_timestamps=self.without_timestamps,
             max_initial_timestamp=self.max_initial_timestamp,
+            sample_len=self.sample_len,
         )
 
 

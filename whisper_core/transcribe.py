@@ -102,6 +102,10 @@ class Job:
     # Batched long-form: the audio is one chunk cut at pauses, decoded in one pass (its text is all taken,
     # never re-decoded from its last timestamp).
     one_pass: bool = False
+    # A live decode stops after this many windows: what it did not reach, the next decode of the growing
+    # buffer hears (a text that ends early would otherwise be decoded again from there, window after window).
+    max_windows: int | None = None
+    windows: int = 0  # windows whose decode was taken
 
     def __post_init__(self) -> None:
         if self.options.initial_prompt:
@@ -110,7 +114,9 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.seek >= self.audio.content_frames
+        return self.seek >= self.audio.content_frames or (
+            self.max_windows is not None and self.windows >= self.max_windows
+        )
 
     def start_language(self, language: str, probs: dict[str, float] | None) -> None:
         self.language = language
@@ -150,6 +156,7 @@ class Job:
             self.pending = _Pending(pending.window, next_rung, options)
             return []
         self.pending = None
+        self.windows += 1
         kept = self._window_segments(result, pending.window, features)
         self.seek = kept.next_seek
         if kept.segments is None:  # the window is skipped: nothing written, the prompt as it was
