@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import heap
 from . import transcribe as longform
 from .audio import N_SAMPLES, load_audio
 from .chunks import ChunkedRun, chunk_map, speech_chunks
@@ -37,6 +38,7 @@ class SpeechModel:
         *, int8: bool = False,
     ):
         self.net, self.tokenizer, self.config = load_network(name, device, download_root, int8=int8)
+        heap.reuse_freed_memory()
         SpeechModel.loads += 1
         self.name = name or "base"
 
