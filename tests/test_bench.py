@@ -80,7 +80,8 @@ def test_engine_names():
     """Sequential engines first, then the batched ones; all of them by default, any of them by name."""
     names = [e.name for e in bench_module.ENGINES]
     batched = [e.name for e in bench_module.ENGINES if e.batched]
-    assert batched == ["ours-batched", "faster-whisper-batched-int8", "faster-whisper-batched-float32"]
+    assert batched == ["ours-batched", "ours-batched-int8", "faster-whisper-batched-int8",
+                       "faster-whisper-batched-float32"]
     assert names[-len(batched):] == batched
     assert bench_module.parse_args([str(CLIP)]).engines == tuple(names)
     args = bench_module.parse_args([str(CLIP), "--engines", ",".join(batched)])

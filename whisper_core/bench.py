@@ -73,6 +73,7 @@ ENGINES = (
     Engine("faster-whisper-int8", "faster-whisper int8", "faster", "faster-whisper", "int8"),
     Engine("faster-whisper-float32", "faster-whisper float32", "faster", "faster-whisper", "float32"),
     Engine("ours-batched", "ours batched", "ours", None, batched=True),
+    Engine("ours-batched-int8", "ours batched int8", "ours", None, "int8", batched=True),
     Engine("faster-whisper-batched-int8", "faster-whisper batched int8", "faster", "faster-whisper", "int8",
            batched=True),
     Engine("faster-whisper-batched-float32", "faster-whisper batched float32", "faster", "faster-whisper",

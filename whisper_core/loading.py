@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from . import environment, half_weights, hf_checkpoint, openai_checkpoint
 from .ct2 import read_model_dir
 from .errors import CheckpointError
 from .model import ModelDimensions, Whisper
-from .quantize import fast_on_this_cpu, quantize_linears
+from .quantize import quantize_linears
 from .tokenizer import MULTILINGUAL_N_VOCAB, Tokenizer, build_tokenizer, english_tokenizer
 
 DEFAULT_MODEL = "base"
@@ -168,9 +167,6 @@ def load_network(
     on_cuda = str(device).startswith("cuda")
     if int8 and on_cuda:
         raise ValueError("the int8 mode is for the CPU; on a GPU the model runs in float16")
-    if int8 and not fast_on_this_cpu():
-        warnings.warn("this CPU has no AVX-512 VNNI, so the int8 mode runs about ten times slower than the "
-                      "default here; leave int8 off", RuntimeWarning, stacklevel=2)
     state_dict, dims, config, tokenizer_dir = load_checkpoint(name_or_path, download_root)
     with torch.device("meta"):
         net = Whisper(dims)

@@ -1,91 +1,107 @@
 """The optional int8 mode for the CPU: every linear layer's weights in int8 with a scale per output
-channel, activations quantized per row as they arrive, products summed in int32 (`torch._int_mm`,
-which uses the CPU's VNNI instructions). It reads a quarter of the bytes the float32 decoder reads per
-token and runs the encoder's matrix products faster. The token table, which is also the vocabulary
-projection, is stored once in int8. Attention, convolutions and layer norms stay in float32."""
+channel, activations quantized per row as they arrive, products summed in int32 by FBGEMM, which has
+kernels for AVX2 and AVX-512 alike. It reads a quarter of the bytes the float32 decoder reads per token and
+runs the encoder's matrix products faster. Attention, convolutions and layer norms stay in float32.
+
+Without AVX-512 VNNI, FBGEMM adds each pair of 8-bit products in 16 bits first, which overflows with
+full-range weights (an activation of 255 times a weight of 127, twice, is past 32,767). There the weights
+take 7 bits (up to 63), so that no pair can overflow and every sum is exact, as it is with VNNI: the same
+layer gives the same output on both kinds of CPU."""
 
 from __future__ import annotations
+
+import functools
+import warnings
 
 import torch
 from torch import Tensor, nn
 
 from .model import Linear, TokenEmbedding, Whisper
 
-INT8_MAX = 127
+FULL_LEVELS = 127  # weights as int8, where VNNI sums the products in 32 bits
+SAFE_LEVELS = 63  # weights as 7-bit values, where pairs of products are added in 16 bits
 
 
-def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Symmetric int8 per row: values and the float scale [rows, 1] that maps them back. A row of
-    zeros gets scale 1 so that nothing divides by zero."""
-    scale = x.abs().amax(dim=-1, keepdim=True) / INT8_MAX
+@functools.lru_cache(maxsize=1)
+def weight_levels() -> int:
+    """The largest weight value FBGEMM's kernels here sum exactly (see the module's docstring), found by
+    asking them: 64 products of 255 and 127 overflow where pairs are added in 16 bits. The kernels, not the
+    CPU's flags, decide, and FBGEMM may be told to use fewer instructions than the CPU has."""
+    ones = torch.ones(1, 64)
+    exact = torch.ops.quantized.linear_dynamic(ones, pack(ones, FULL_LEVELS), False)
+    return FULL_LEVELS if abs(exact.item() - 64) < 1 else SAFE_LEVELS
+
+
+def quantize_weight(weight: Tensor, levels: int) -> Tensor:
+    """Symmetric int8 per output channel, as the quantized tensor FBGEMM packs. A row of zeros gets scale 1
+    so that nothing divides by zero."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1) / levels
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    values = torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return values, scale
+    with warnings.catch_warnings():
+        # torch marks its quantized tensor type deprecated; FBGEMM's packing takes nothing else.
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
+        return torch.quantize_per_channel(weight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0,
+                                          torch.qint8)
 
 
-def quantize_weight(weight: Tensor, block: int = 4096) -> tuple[Tensor, Tensor]:
-    """`quantize_rows` a block of rows at a time: done at once, the float temporaries of the 106 MB token
-    table would add three times its size to the peak memory."""
-    parts = [quantize_rows(rows.float()) for rows in weight.detach().split(block)]
-    return torch.cat([values for values, _ in parts]), torch.cat([scale for _, scale in parts])
+def pack(weight: Tensor, levels: int):
+    return torch.ops.quantized.linear_prepack(quantize_weight(weight, levels), None)
+
+
+def int8_product(x: Tensor, packed) -> Tensor:
+    """`x @ weight.T` through FBGEMM with each row of `x` quantized on its own scale: every row is divided
+    by its largest magnitude first, so that FBGEMM's one scale per call gives each row its full 8 bits, and
+    multiplied back after."""
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1])
+    if rows.shape[0] == 1:  # a decoding step of one row: FBGEMM's scale is already the row's own
+        return torch.ops.quantized.linear_dynamic(x, packed, False)
+    peak = rows.abs().amax(dim=-1, keepdim=True)
+    peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+    y = torch.ops.quantized.linear_dynamic(rows / peak, packed, False).mul_(peak)
+    return y.reshape(*shape[:-1], y.shape[-1])
 
 
 class Int8Linear(nn.Module):
-    """A linear layer whose weights are stored in int8; it computes in int32 and returns float32."""
+    """A linear layer whose weights are stored in int8, packed for FBGEMM; float32 in and out."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, levels: int):
         super().__init__()
-        with torch.no_grad():
-            weight, scale = quantize_weight(linear.weight)
-        # [out, in], passed transposed: `torch._int_mm` is fastest with its second operand column-major.
-        self.register_buffer("weight", weight)
-        self.register_buffer("weight_scale", scale.reshape(1, -1))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+        # Plain attributes, not buffers: `Module.float()` must not touch them.
+        self.packed = pack(linear.weight, levels)
+        self.bias = None if linear.bias is None else linear.bias.detach().float()
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        rows = x.reshape(-1, shape[-1])
-        values, scale = quantize_rows(rows)
-        y = torch._int_mm(values, self.weight.t()).float().mul_(scale * self.weight_scale)
-        if self.bias is not None:
-            y += self.bias
-        return y.reshape(*shape[:-1], y.shape[-1])
+        y = int8_product(x, self.packed)
+        return y if self.bias is None else y.add_(self.bias)
 
 
 class Int8TokenEmbedding(nn.Module):
-    """The tied token table in int8, one scale per token, kept once: rows are looked up for the input
-    tokens and the whole table scores hidden states for the output."""
+    """The tied token table in int8, one scale per token: its values are looked up for the input tokens,
+    and the same values, packed, score hidden states for the output."""
 
-    def __init__(self, embedding: TokenEmbedding):
+    def __init__(self, embedding: TokenEmbedding, levels: int):
         super().__init__()
-        with torch.no_grad():
-            table, scale = quantize_weight(embedding.weight)
-        self.register_buffer("table", table)
-        self.register_buffer("token_scale", scale.reshape(1, -1))
+        table = quantize_weight(embedding.weight, levels)
+        self.packed = torch.ops.quantized.linear_prepack(table, None)
+        self.values = table.int_repr()
+        self.token_scale = table.q_per_channel_scales().float()
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return self.table[tokens].float() * self.token_scale[0, tokens, None]
+        return self.values[tokens].float() * self.token_scale[tokens, None]
 
     def project(self, hidden: Tensor) -> Tensor:
-        shape = hidden.shape
-        values, scale = quantize_rows(hidden.reshape(-1, shape[-1]))
-        scores = torch._int_mm(values, self.table.t()).float().mul_(scale * self.token_scale)
-        return scores.reshape(*shape[:-1], -1)
-
-
-def fast_on_this_cpu() -> bool:
-    """Whether torch's int8 product (`torch._int_mm`) has a fast kernel here: it needs AVX-512 VNNI (or
-    AMX). Elsewhere (AVX2 only) it runs plain loops, and int8 decoding is far slower than the default."""
-    capabilities = torch.cpu.get_capabilities()
-    return bool(capabilities.get("avx512_vnni") or capabilities.get("amx_int8"))
+        return int8_product(hidden, self.packed)
 
 
 def quantize_linears(net: Whisper) -> Whisper:
     """Replace every linear layer of `net` (encoder and decoder, on the CPU) with an `Int8Linear` and the
     token table with an `Int8TokenEmbedding`, in place. The caller turns what is left to float32."""
+    levels = weight_levels()
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, Linear):
-                setattr(module, name, Int8Linear(child))
-    net.decoder.token_embedding = Int8TokenEmbedding(net.decoder.token_embedding)
+                setattr(module, name, Int8Linear(child, levels))
+    net.decoder.token_embedding = Int8TokenEmbedding(net.decoder.token_embedding, levels)
     return net
