@@ -325,9 +325,9 @@ def run_capacity(service: TranscriptionService, task: str, samples: np.ndarray, 
     return CapacityRun(streams, upload is not None, runs, windows, passes, others.cores())
 
 
-def load_service() -> TranscriptionService:
+def load_service(int8: bool = False) -> TranscriptionService:
     """The bundled model on one service, warmed up as the app's is."""
-    service = TranscriptionService(load_model())
+    service = TranscriptionService(load_model(int8=int8))
     service.warm_up()
     return service
 
@@ -419,7 +419,8 @@ def header(args: argparse.Namespace) -> str:
     return "\n\n".join([
         machine_line(),
         f"Live: {args.chunk_s:g}-s chunks at {args.speed:g}× real time (0: as fast as decoding goes), task "
-        f"{args.task}, language detected, one shared TranscriptionService (bundled base). Latency: per committed "
+        f"{args.task}, language detected, one shared TranscriptionService (bundled base"
+        f"{', int8' if args.int8 else ''}). Latency: per committed "
         "word, audio pushed when it was committed (past the file's end: wall clock × speed) − its end time. "
         "Offline: service.submit of the whole file, greedy (temperature 0), same model. A step: one "
         "LiveSession.step() call (decode of the buffer).",
@@ -453,6 +454,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--capacity", default=str(CAPACITY_FILE), help="the file the --streams run plays")
     p.add_argument("--streams", type=_streams, default=(), help="streams at once, e.g. 1,2,3; none: no capacity run")
     p.add_argument("--with_upload", default=str(UPLOAD_FILE), help="the upload decoded beside the streams")
+    p.add_argument("--int8", action="store_true", help="the CPU's int8 mode (as WHISPER_INT8=1 runs the app)")
     args = p.parse_args(argv)
     if not args.files and not args.streams:
         p.error("give audio files, --streams, or both")
@@ -487,7 +489,7 @@ def bench_capacity(service: TranscriptionService, args: argparse.Namespace) -> l
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sections = [header(args)]  # before the load average moves
-    service = load_service()
+    service = load_service(args.int8)
     if args.files:
         sections += bench_files(service, args)
     if args.streams:
