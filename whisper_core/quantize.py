@@ -5,8 +5,8 @@ runs the encoder's matrix products faster. Attention, convolutions and layer nor
 
 Without AVX-512 VNNI, FBGEMM adds each pair of 8-bit products in 16 bits first, which overflows with
 full-range weights (an activation of 255 times a weight of 127, twice, is past 32,767). There the weights
-take 7 bits (up to 63), so that no pair can overflow and every sum is exact, as it is with VNNI: the same
-layer gives the same output on both kinds of CPU."""
+take 7 bits (up to 63), so that no pair can overflow and every sum is exact, as with VNNI: 7-bit weights
+give the same output on both kinds of CPU, and a CPU with VNNI uses all 8."""
 
 from __future__ import annotations
 
