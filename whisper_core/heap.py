@@ -38,8 +38,8 @@ def limit_arenas(arenas: int = ARENAS) -> None:
 
 def reuse_freed_memory() -> None:
     """Serve the network's activations (up to 32 MB each) from freed heap memory. By default glibc maps
-    every block over 128 KB afresh, or trims the heap's top as soon as a few such blocks are free, and each
-    page the next window touches is then a page fault, and a 30-s window's encoder pass on a CPU goes
+    every block over 128 KB afresh, or trims the heap's top as soon as a few such blocks are free; then
+    each page the next window touches is a page fault, and a 30-s window's encoder pass on a CPU goes
     through blocks of 3-12 MB. The server still hands the free memory back when it falls idle
     (`give_back`)."""
     if (libc := _glibc()) is not None:
