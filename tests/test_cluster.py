@@ -232,6 +232,48 @@ def test_a_model_the_actors_cannot_load_is_a_bad_argument(cluster_run):
     assert not (job.out / batch.MANIFEST).exists()
 
 
+class FlakyInit:
+    """`ray.init` that fails as Ray Client does when the head's server for it dies starting, `failures`
+    times, then succeeds."""
+
+    def __init__(self, failures: int, message: str = "Initialization failure from server:\nTraceback ...\n"
+                 "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs."):
+        self.failures, self.message, self.calls = failures, message, 0
+
+    def __call__(self, **kwargs) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionAbortedError(self.message)
+
+
+@pytest.mark.parametrize("failures", [0, 1, 2])
+def test_a_client_server_that_dies_starting_is_connected_again(cluster_ready, monkeypatch, capsys, failures):
+    from whisper_core import cluster
+
+    init = FlakyInit(failures)
+    monkeypatch.setattr(cluster.ray, "init", init)
+    monkeypatch.setattr(cluster, "CONNECT_PAUSE_S", 0.0)
+    cluster._connect("ray://127.0.0.1:10001")
+    assert init.calls == failures + 1
+    assert capsys.readouterr().err.count("connecting again") == failures
+
+
+def test_connecting_gives_up_after_its_attempts_and_at_once_on_other_failures(cluster_ready, monkeypatch):
+    from whisper_core import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_PAUSE_S", 0.0)
+    always = FlakyInit(cluster.CONNECT_ATTEMPTS)
+    monkeypatch.setattr(cluster.ray, "init", always)
+    with pytest.raises(batch.ClusterError, match="Starting Ray client server failed"):
+        cluster._connect("ray://127.0.0.1:10001")
+    assert always.calls == cluster.CONNECT_ATTEMPTS
+    refused = FlakyInit(1, "Initialization failure from server:\nbad runtime_env")
+    monkeypatch.setattr(cluster.ray, "init", refused)
+    with pytest.raises(batch.ClusterError, match="bad runtime_env"):
+        cluster._connect("ray://127.0.0.1:10001")
+    assert refused.calls == 1
+
+
 def test_cluster_options_need_an_address(tmp_path):
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):

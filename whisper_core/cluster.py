@@ -54,6 +54,9 @@ from .writers import SubtitleLayout
 READ_CPUS = 0.25
 RENDER_STEM = "out"  # the actors render `out.srt` ...; the driver names the files after the input's stem
 HEAD = "node:__internal_head__"  # a resource only the head node has
+CLIENT_SERVER_FAILED = "Starting Ray client server failed"  # Ray Client's words for a server that died starting
+CONNECT_ATTEMPTS = 3
+CONNECT_PAUSE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -199,10 +202,22 @@ class Feed:
 
 
 def _connect(address: str) -> None:
-    try:
-        ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise batch.ClusterError(f"--address {address}: {e}") from None
+    """Join the cluster. Over ray://, the head starts a server process for each client; when that process
+    dies as it starts (Ray's client proxy forks it from a process busy with gRPC threads, and now and then
+    the child is gone before it runs), the connection is tried again, up to CONNECT_ATTEMPTS times."""
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+            return
+        except ConnectionAbortedError as e:
+            if CLIENT_SERVER_FAILED not in str(e) or attempt == CONNECT_ATTEMPTS:
+                raise batch.ClusterError(f"--address {address}: {e}") from None
+            ray.shutdown()
+            print(f"Ray Client's server on the head did not start; connecting again ({attempt + 1} of "
+                  f"{CONNECT_ATTEMPTS})", file=sys.stderr)
+            time.sleep(CONNECT_PAUSE_S)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise batch.ClusterError(f"--address {address}: {e}") from None
 
 
 def results(feed: ray.actor.ActorHandle) -> Iterator[dict[str, Any]]:
