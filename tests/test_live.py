@@ -13,10 +13,12 @@ import pytest
 
 from whisper_core.audio import SAMPLE_RATE, load_audio
 from whisper_core.live import (
+    MAX_BUFFER_S,
     LiveBusy,
     LivePlaces,
     LiveSession,
     Resampler,
+    _Track,
     _until_loop,
     _Word,
     as_mono_float,
@@ -39,6 +41,8 @@ STEREO_MARGIN = 0.05  # 48 kHz int16 stereo against 16 kHz float mono: at most o
 # that agrees, and more only where the model hesitates at the end of the buffer.
 MAX_DECODES_BEHIND = 6
 FAST_WER_MARGIN = 0.1
+LONG_SPEECH_S = 60.0  # of a speaker who seldom pauses, in both tasks
+LONG_STEP_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +146,36 @@ def test_one_session_transcribes_and_translates(consulat):
     english = session.text("translate").lower()
     assert "consul" in english or "console" in english, english
     assert history[-1]["translate"]
+
+
+def test_both_tasks_keep_the_buffer_short_and_commit_the_translation_as_they_go(service, shared):
+    """The buffer is cut where the transcript is committed, the translation committing what it heard in
+    the audio dropped: waiting for the translation to agree there too had let the buffer, and each step's
+    decode, grow without end on a speaker who goes on (52 s after 90 s of this podcast)."""
+    samples = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: round(LONG_SPEECH_S * SAMPLE_RATE)]
+    session = LiveSession(service, service.model.plan("both"), make_options(temperature=0.0))
+    per_step = round(LONG_STEP_S * SAMPLE_RATE)
+    longest = 0.0
+    english_by_half = None
+    for start in range(0, len(samples), per_step):
+        session.push(samples[start : start + per_step])
+        session.step()
+        longest = max(longest, session.buffered_s)
+        if english_by_half is None and session.received_s >= LONG_SPEECH_S / 2:
+            english_by_half = session.text("translate")
+    session.finish()
+    assert longest <= MAX_BUFFER_S + LONG_STEP_S, longest
+    assert english_by_half and "smartphone" in english_by_half.lower(), english_by_half
+    english = session.text("translate").lower()
+    assert english.startswith(english_by_half.lower()) and len(english.split()) > 60, english
+
+
+def test_a_translation_commits_what_it_heard_in_the_audio_dropped():
+    track = _Track()
+    track.tentative = [_Word(f" {w}", i, i + 0.8, 0, False) for i, w in enumerate("what makes it strong".split())]
+    lines = track.settle(2.5)  # "makes" ends at 1.8, "it" is at 2.0-2.8: its middle is before the cut
+    assert [w["word"] for line in lines for w in line["words"]] == [" what", " makes", " it"]
+    assert [w.text for w in track.tentative] == [" strong"] and track.settle(2.5) == []
 
 
 def test_stereo_int16_at_48k_is_heard_as_mono(service, shared, jfk):

@@ -18,15 +18,17 @@ from whisper_core import live_bench as lb
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(lags_at: list[tuple[float, float]], duration: float = 90.0, end_lag: float | None = 1.0) -> lb.StreamRun:
+def _run(lags_at: list[tuple[float, float]], duration: float = 90.0, end_lag: float | None = 1.0,
+         task: str = "transcribe") -> lb.StreamRun:
     """A stream whose words end at the given times with the given lags."""
     commits = tuple(lb.Commit(end, end + lag) for end, lag in lags_at)
-    return lb.StreamRun(duration, commits, "text", "en", steps=4, step_s=2.0, longest_step_s=0.9, end_lag_s=end_lag)
+    return lb.StreamRun(task, duration, commits, "text", "en", steps=4, step_s=2.0, longest_step_s=0.9,
+                        end_lag_s=end_lag)
 
 
-def _steady(lag: float, growth: float = 0.0, end_lag: float | None = 1.0) -> lb.StreamRun:
+def _steady(lag: float, growth: float = 0.0, end_lag: float | None = 1.0, task: str = "transcribe") -> lb.StreamRun:
     """Words every 10 s of a 90-s file, the last third's lags `growth` above the first's."""
-    return _run([(t, lag + (growth if t >= 60 else 0.0)) for t in range(5, 90, 10)], end_lag=end_lag)
+    return _run([(t, lag + (growth if t >= 60 else 0.0)) for t in range(5, 90, 10)], end_lag=end_lag, task=task)
 
 
 def test_latency_statistics():
@@ -69,13 +71,15 @@ def test_verdict_takes_the_slowest_stream():
 def test_report_says_what_is_missed():
     fast = lb.FileResult("a.wav", "en", "human", _steady(1.0), 0.10, 0.09, 1.0, 0.25)
     slow = lb.FileResult("b.wav", "fr", "human", _steady(6.0), 0.20, 0.10, 1.0, None)
-    text = lb.file_section([fast, slow])
+    english = lb.FileResult("b.wav", "fr", "human", _steady(9.0, task="translate"), 0.47, 0.45, 1.0, None)
+    text = lb.file_section([fast, slow, english])
     row = next(line for line in text.splitlines() if line.startswith("| a.wav |"))
-    assert row == ("| a.wav | en / en | 90.0 | 9 | 1.00 | 1.00 | 10.0% | 9.0% | +1.0 | human | 4 | 0.50 | 0.90 | 1.00 "
-                   "| 1.0 | 0.25 |")
-    assert "| all, pooled |  | 180.0 | 18 | 3.50 | 6.00 |" in text
-    assert "latency median 3.50 s ≤ 3 s: MISSED; p90 6.00 s ≤ 5 s: MISSED." in text
-    assert "1 of 2 files; MISSED on b.wav (+10.0)." in text
+    assert row == ("| a.wav | transcribe | en / en | 90.0 | 9 | 1.00 | 1.00 | 10.0% | 9.0% | +1.0 | human | 4 | 0.50 "
+                   "| 0.90 | 1.00 | 1.0 | 0.25 |")
+    assert "| all, pooled | transcribe |  | 180.0 | 18 | 3.50 | 6.00 |" in text  # each task pooled on its own
+    assert "| all, pooled | translate |  | 90.0 | 9 | 9.00 | 9.00 |" in text
+    assert "pooled, transcribe: latency median 3.50 s ≤ 3 s: MISSED; p90 6.00 s ≤ 5 s: MISSED." in text
+    assert "2 of 3 rows; MISSED on b.wav, transcribe (+10.0)." in text
     runs = [lb.CapacityRun(2, False, (_steady(1.0), _steady(1.0)), 0, 0, None),
             lb.CapacityRun(2, True, (_steady(1.0), _steady(1.0, growth=3.0)), 12, 1, 0.5)]
     text = lb.capacity_section("f.mp3", "u.ogg", runs)
@@ -97,17 +101,21 @@ def test_stream_counts():
 
 
 def test_short_real_run():
-    """JFK's 11 s at 4× real time through the command: the machine, the table, latency and WER lines."""
-    clip = shared_dir() / "audio" / "en_jfk_ask_not.flac"
+    """Spanish at 4× real time through the command, both tasks as the page runs them: the machine, a row
+    per task, latency and WER lines."""
+    clip = shared_dir() / "audio" / "es_arenas_blanquecinas.wav"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "whisper_core.live_bench", str(clip), "--speed", "4"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "whisper_core.live_bench", str(clip), "--speed", "4", "--task",
+                           "both"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert out.startswith("Machine: ") and "AVX" in out and "torch threads" in out
     assert "Targets: one stream latency median ≤ 3 s, p90 ≤ 5 s" in out
-    row = next(line for line in out.splitlines() if line.startswith("| en_jfk_ask_not.flac |")).split(" | ")
-    assert row[1] == "en / en" and row[2] == "11.0" and int(row[3]) > 15
-    assert float(row[4]) <= float(row[5])  # median, p90
-    assert float(row[6].rstrip("%")) < 20 and float(row[7].rstrip("%")) < 20  # live, offline WER
-    assert "One stream, pooled: latency median " in out and "Live WER within 3 points of offline" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| es_arenas_blanquecinas.wav |")]
+    assert [row[1] for row in rows] == ["transcribe", "translate"], rows
+    for row in rows:
+        assert row[2] == "es / es" and row[3] == "8.7" and int(row[4]) > 8
+        assert float(row[5]) <= float(row[6])  # median, p90
+        assert float(row[7].rstrip("%")) < 80 and float(row[8].rstrip("%")) < 80  # live, offline WER
+    assert "pooled, transcribe: latency median " in out and "pooled, translate: latency median " in out
+    assert "Live WER within 3 points of offline" in out

@@ -144,6 +144,10 @@ class _Word:
     def key(self) -> str:
         return _key(self.text)
 
+    @property
+    def middle(self) -> float:
+        return (self.start + self.end) / 2
+
     def as_dict(self) -> dict:
         return {"word": self.text, "start": self.start, "end": self.end}
 
@@ -218,7 +222,7 @@ class _Track:
                      if keys[i : i + n] == tail[-n:] and abs(words[i + n - 1].end - end) < OVERLAP_S]
             if found:
                 return words[min(found, key=lambda after: abs(words[after - 1].end - end)) :]
-        return [w for w in words if (w.start + w.end) / 2 > end]
+        return [w for w in words if w.middle > end]
 
     def agree(self, words: list[_Word], final: bool) -> list[dict]:
         """Commit what this decode and the one before agree on (all of it when `final`); returns the new
@@ -233,6 +237,20 @@ class _Track:
         if self.committed:  # where this decode, which sees more, puts the segment ends of the committed text
             ends = [w.end for w in words if w.closes and w.end <= self.committed[-1].end]
             self.cut = max([*ends, self.cut or 0.0]) if ends else self.cut
+        return self._lines(new)
+
+    def settle(self, until: float) -> list[dict]:
+        """Commit the tentative words heard before `until` (stream seconds): their audio leaves the buffer,
+        and no decode will hear them again to agree on them. Returns the new lines."""
+        heard = 0
+        while heard < len(self.tentative) and self.tentative[heard].middle <= until:
+            heard += 1
+        new, self.tentative = self.tentative[:heard], self.tentative[heard:]
+        self.committed.extend(new)
+        return self._lines(new)
+
+    def _lines(self, new: list[_Word]) -> list[dict]:
+        """The newly committed words as lines, a line that repeats the one before it left out."""
         lines = []
         for line in _split_lines(new):
             said = [w.key for w in line]
@@ -279,6 +297,15 @@ def join_lines(lines: list[dict]) -> list[dict]:
     return joined
 
 
+def _merged(*updates: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Lines committed per task by consecutive parts of a step, in order."""
+    merged: dict[str, list[dict]] = {}
+    for update in updates:
+        for task, lines in update.items():
+            merged.setdefault(task, []).extend(lines)
+    return merged
+
+
 @dataclass(frozen=True)
 class Update:
     """What one step changed. `committed`: per task decoded, the lines committed now ({start, end, text,
@@ -322,6 +349,11 @@ class LiveSession:
     def received_s(self) -> float:
         """Seconds of audio pushed so far."""
         return self._received / SAMPLE_RATE
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio the next decode hears again: what a step's time grows with."""
+        return len(self._buffer) / SAMPLE_RATE
 
     @property
     def waiting_s(self) -> float:
@@ -419,17 +451,20 @@ class LiveSession:
             self._offset += samples
 
     def _advance(self, final: bool) -> Update:
-        committed = self._commit(final)
-        self._trim()
+        committed = _merged(self._commit(final), self._trim())
         return Update({task: committed.get(task, []) for task in self._tracks},
                       {task: track.tentative_text for task, track in self._tracks.items()}, self.language)
 
     def _commit(self, final: bool) -> dict[str, list[dict]]:
-        """Take what arrived and decode the buffer when there is new speech; the lines committed."""
+        """Take what arrived, cut the buffer where it may be and decode it; the lines committed."""
         arrived = self._take()
         if not arrived and not final:  # the same audio decoded twice would agree with itself
             return {}
-        self._trim()  # what came during a slow step may push the buffer past a cut: not decoded again
+        settled = self._trim()  # what came during a slow step may push the buffer past a cut: not decoded again
+        return _merged(settled, self._decode_new(final))
+
+    def _decode_new(self, final: bool) -> dict[str, list[dict]]:
+        """Decode the buffer when there is new speech (or at the end); the lines committed."""
         speech = find_speech(self._buffer) if len(self._buffer) else SpeechMap((), 0)
         if not speech.spans:  # nothing said: nothing decoded, and no "Thank you." over the silence
             for track in self._tracks.values():
@@ -477,11 +512,15 @@ class LiveSession:
         most = self.model.net.dims.n_text_ctx // 2
         return min(most, math.ceil(TOKENS_PER_S * len(self._buffer) / SAMPLE_RATE) + EXTRA_TOKENS)
 
+    def _leading(self) -> _Track | None:
+        """The track whose word times follow the speech, by which the buffer is cut: the transcript, or the
+        only task. A translation's word times follow its own words."""
+        return self._tracks.get("transcribe") or next(iter(self._tracks.values()), None)
+
     def _unsaid_from(self) -> int | None:
-        """Where in the buffer the speech that the transcript (or the only task) has not committed starts,
-        when there is LEFT_UNSAID_S of it: a decode stopped early there. A translation's word times follow
-        its own words, not the speech."""
-        track = self._tracks.get("transcribe") or next(iter(self._tracks.values()), None)
+        """Where in the buffer the speech that the leading track has not committed starts, when there is
+        LEFT_UNSAID_S of it: a decode stopped early there."""
+        track = self._leading()
         if track is None or track.end is None:
             return None
         cut = max(round(track.end * SAMPLE_RATE) - self._offset, 0)
@@ -490,16 +529,22 @@ class LiveSession:
             return None
         return cut
 
-    def _trim(self) -> None:
-        """Drop the audio whose text every task has committed up to the end of a segment or sentence."""
-        if len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
-            return
-        ends = [track.cut for track in self._tracks.values()]
+    def _trim(self) -> dict[str, list[dict]]:
+        """Drop the audio whose transcript (or only task) is committed up to the end of a segment or
+        sentence, or past MAX_BUFFER_S up to its last committed word (one long sentence). The other task
+        commits what its last decode heard in that audio: waiting for it to agree there held the whole
+        buffer, and each decode grew with it. Returns those lines."""
+        track = self._leading()
+        if track is None or len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
+            return {}
         start = self._offset / SAMPLE_RATE
-        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and any(end is None or end <= start for end in ends):
-            ends = [track.end for track in self._tracks.values()]  # no cut in the buffer: one long sentence
-        if ends and None not in ends:
-            self._drop(round(min(ends) * SAMPLE_RATE) - self._offset)
+        until = track.cut
+        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and (until is None or until <= start):
+            until = track.end
+        if until is None or until <= start:
+            return {}
+        self._drop(round(until * SAMPLE_RATE) - self._offset)
+        return {task: other.settle(until) for task, other in self._tracks.items() if other is not track}
 
 
 class LiveFeed:
