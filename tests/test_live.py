@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from whisper_core.audio import SAMPLE_RATE, load_audio
+from whisper_core.audio import SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
+from whisper_core.decoding import DecodingOptions, decode
 from whisper_core.live import (
     MAX_BUFFER_S,
     LiveBusy,
@@ -30,6 +32,7 @@ from whisper_core.metrics import error_rate
 from whisper_core.options import make_options
 from whisper_core.service import TranscriptionService
 from whisper_core.speech_model import SpeechModel
+from whisper_core.vad import SpeechMap
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 1.0  # seconds pushed between steps
@@ -130,6 +133,56 @@ def test_final_text_is_the_offline_transcript(model, shared, manifest, jfk, cons
     assert session.language == language
     assert error_rate(offline, live, language) <= WER_MARGIN, (offline, live)
     assert error_rate(said, live, language) <= error_rate(said, offline, language) + WER_MARGIN, (said, live)
+
+
+@torch.inference_mode()
+def test_a_decode_given_its_own_first_words_writes_the_rest_as_it_would(model, shared):
+    """What a live decode is given as written (its committed words, timestamps included) is read in one
+    pass; from there it writes what it would have written anyway: cut mid-segment or after a segment's
+    end, the whole text comes back token for token."""
+    audio = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))  # its first window
+    mel = log_mel_spectrogram(pad_or_trim(audio), model.net.dims.n_mels)[None].to(model.net.dtype)
+    features = model.net.encoder(mel)
+    tok = model.tokenizer.with_task("en", "transcribe")
+    whole = decode(model.net, features, DecodingOptions(language="en"), tok)[0].tokens
+    ts = tok.timestamp_begin
+    closing = [i + 1 for i in range(1, len(whole) - 1) if whole[i] >= ts and whole[i + 1] >= ts]
+    mid_segment = [i + 1 for i in range(1, len(whole) - 1) if whole[i] < ts and whole[i + 1] < ts]
+    assert closing and len(mid_segment) > 10
+    for cut in [*closing, *mid_segment[::5]]:
+        given = DecodingOptions(language="en", text_so_far=tuple(whole[:cut]))
+        assert decode(model.net, features, given, tok)[0].tokens == whole, cut
+
+
+def test_committed_words_in_the_buffer_are_given_as_their_segments(model):
+    """`<|start|> words <|end|>` for each committed segment still in the buffer, the last left open, the
+    times those of the speech-only audio (a pause the detector dropped is not counted)."""
+    tok = model.tokenizer
+    track = _Track()
+    track.committed = [_Word(" Gone", 9.0, 9.5, 0, True), _Word(" Ask", 10.2, 10.5, 0, False),
+                       _Word(" not.", 10.5, 11.0, 0, True), _Word(" And", 13.0, 13.3, 1, False),
+                       _Word(" so", 13.3, 13.6, 1, False)]
+    speech = SpeechMap(((0, 2 * SAMPLE_RATE), (3 * SAMPLE_RATE, 8 * SAMPLE_RATE)), 8 * SAMPLE_RATE)  # 2-3 s dropped
+    so_far = track.text_so_far(10.0, speech, tok, most=100)
+    ts = tok.timestamp_begin
+    assert so_far == (ts + 10, *tok.encode(" Ask not."), ts + 50, ts + 100, *tok.encode(" And so"))
+    assert track.text_so_far(10.0, speech, tok, most=5) == ()  # longer than asked: none
+
+
+def test_a_decode_waits_for_a_second_of_new_audio(service, jfk):
+    """Chunks of half a second: every other one is decoded with the one before it, not each alone."""
+    samples = jfk[0]
+    session = LiveSession(service, service.model.plan("transcribe"), make_options(temperature=0.0))
+    half = SAMPLE_RATE // 2
+    session.push(samples[: 8 * half])
+    session.step()  # the language, from 4 s of speech, and a first decode
+    decodes = []
+    for at in range(8 * half, 14 * half, half):
+        requests = service.stats.requests
+        session.push(samples[at : at + half])
+        session.step()
+        decodes.append(service.stats.requests - requests)
+    assert decodes == [0, 1, 0, 1, 0, 1]
 
 
 def test_silence_and_noise_commit_nothing(service, shared):

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from .audio import SAMPLE_RATE
+from .audio import N_FRAMES, SAMPLE_RATE, TIMESTAMP_STEP
 from .options import TASKS, TranscribeOptions
 from .service import TranscriptionService
 from .tasks import TaskPlan
 from .timing import SENTENCE_END_MARKS
+from .tokenizer import Tokenizer
 from .transcribe import Audio
 from .vad import SpeechMap, find_speech
 
@@ -65,6 +66,10 @@ LOOP_REPEATS = 3
 LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
 # Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
 DECODE_WINDOWS = 2
+# A decode waits for this much new audio (a second's chunks, less the few milliseconds a resampler holds
+# back): two decodes that heard nearly the same audio agree too readily on the words at its end, which are
+# the ones still unsure.
+MIN_NEW_AUDIO_S = 0.9
 
 
 def as_mono_float(chunk: np.ndarray) -> np.ndarray:
@@ -264,6 +269,31 @@ class _Track:
     def tentative_text(self) -> str:
         return "".join(w.text for w in self.tentative).strip()
 
+    def text_so_far(self, start: float, speech: SpeechMap, tokenizer: Tokenizer, most: int) -> tuple[int, ...]:
+        """The committed words still in a buffer that starts at `start` (stream seconds), as the model
+        writes a window's text: `<|t|> words <|t|>` for each of their segments, the last one left open, the
+        times those of the speech-only audio it decodes. A decode reads these in one pass and writes on
+        from them, rather than writing them again; empty when they would take more than `most` tokens."""
+        words = [w for w in self.committed if w.end > start]
+        groups: list[list[_Word]] = []
+        for i, word in enumerate(words):
+            if i == 0 or words[i - 1].closes:
+                groups.append([])
+            groups[-1].append(word)
+        tokens: list[int] = []
+        last = 0  # timestamps never go back, and a segment lasts at least one step
+
+        def step(at: float, earliest: int) -> int:
+            return min(max(round(speech.to_speech(max(at - start, 0.0)) / TIMESTAMP_STEP), earliest), N_FRAMES // 2)
+
+        for i, group in enumerate(groups):
+            opening = step(group[0].start, last)
+            tokens += [tokenizer.timestamp_begin + opening, *tokenizer.encode("".join(w.text for w in group))]
+            if i < len(groups) - 1:
+                last = step(group[-1].end, opening + 1)
+                tokens.append(tokenizer.timestamp_begin + last)
+        return tuple(tokens) if len(tokens) <= most else ()
+
 
 def _same(word: _Word, before: _Word) -> bool:
     """One word as two decodes heard it."""
@@ -344,6 +374,7 @@ class LiveSession:
         self._buffer = np.zeros(0, dtype=np.float32)
         self._offset = 0  # samples dropped from the buffer's start: stream time = offset + buffer time
         self._decoded_to = 0  # the stream sample the speech ended at, at the last decode
+        self._audio_at_decode = 0  # the stream sample the buffer ended at, at the last decode
 
     @property
     def received_s(self) -> float:
@@ -476,12 +507,14 @@ class LiveSession:
         ):
             return {}  # too little speech yet to name its language
         heard_to = self._offset + speech.spans[-1][1]
+        if not final and self._offset + len(self._buffer) - self._audio_at_decode < MIN_NEW_AUDIO_S * SAMPLE_RATE:
+            return {}  # the audio that came is kept for the next decode
         if heard_to <= self._decoded_to:  # no new speech: a decode would only repeat the last one
             if final:
                 return {task: track.agree(track.tentative, True) for task, track in self._tracks.items()}
             if not any(track.tentative for track in self._tracks.values()):
                 return {}
-        self._decoded_to = heard_to
+        self._decoded_to, self._audio_at_decode = heard_to, self._offset + len(self._buffer)
         decoded = self._decode(speech)
         return {task: track.agree(decoded[task], final) for task, track in self._tracks.items()}
 
@@ -496,9 +529,11 @@ class LiveSession:
             track = self._tracks.get(task)
             context = track.prompt(start) if track else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
+            so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8) if track else ()
+            written_to = max(track.end - start, 0.0) if so_far and track.end is not None else 0.0
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
-                                          initial_prompt=prompt or None, sample_len=self._sample_len())
-            jobs.append(self.model.job(audio, options, max_windows=DECODE_WINDOWS))
+                                          initial_prompt=prompt or None, sample_len=self._sample_len(written_to))
+            jobs.append(self.model.job(audio, options, max_windows=DECODE_WINDOWS, text_so_far=so_far))
         results = self.service.decode_jobs(jobs, self.plan, urgent=True)
         if self.language is None:
             first = next(r for r in results.values() if r is not None)
@@ -507,10 +542,14 @@ class LiveSession:
         length = len(self._buffer) / SAMPLE_RATE
         return {task: _decoded_words(results[task]["segments"], start, length) for task in self._tracks}
 
-    def _sample_len(self) -> int:
-        """The most tokens a decode of the buffer may write: its speech at a fast speaker's rate."""
-        most = self.model.net.dims.n_text_ctx // 2
-        return min(most, math.ceil(TOKENS_PER_S * len(self._buffer) / SAMPLE_RATE) + EXTRA_TOKENS)
+    def _most_tokens(self) -> int:
+        return self.model.net.dims.n_text_ctx // 2
+
+    def _sample_len(self, written_to: float) -> int:
+        """The most tokens a decode of the buffer may write after `written_to` (seconds into the buffer,
+        what it is given as written): that speech at a fast speaker's rate."""
+        seconds = max(len(self._buffer) / SAMPLE_RATE - written_to, 0.0)
+        return min(self._most_tokens(), math.ceil(TOKENS_PER_S * seconds) + EXTRA_TOKENS)
 
     def _leading(self) -> _Track | None:
         """The track whose word times follow the speech, by which the buffer is cut: the transcript, or the
