@@ -267,12 +267,14 @@ def test_command_missing_file_is_one_line(tmp_path):
 
 
 def _played(session: LiveSession, samples: np.ndarray, speed: float) -> tuple[list[float], list[tuple[int, dict]]]:
-    """Play `samples` into the session at `speed` times real time: the seconds fed when each step ended,
-    and (step, word) for each committed word."""
+    """Play `samples` into the session at `speed` times real time: the seconds fed when each decode ended,
+    and (decode, word) for each committed word."""
     steps: list[float] = []
     commits: list[tuple[int, dict]] = []
 
     def report(update, fed_s: float) -> None:
+        if len(steps) == session.decodes:  # this step waited for more audio
+            return
         commits.extend((len(steps), w) for lines in update.committed.values() for line in lines for w in line["words"])
         steps.append(fed_s)
 

@@ -375,6 +375,7 @@ class LiveSession:
         self._offset = 0  # samples dropped from the buffer's start: stream time = offset + buffer time
         self._decoded_to = 0  # the stream sample the speech ended at, at the last decode
         self._audio_at_decode = 0  # the stream sample the buffer ended at, at the last decode
+        self.decodes = 0  # decodes of the buffer so far
 
     @property
     def received_s(self) -> float:
@@ -515,6 +516,7 @@ class LiveSession:
             if not any(track.tentative for track in self._tracks.values()):
                 return {}
         self._decoded_to, self._audio_at_decode = heard_to, self._offset + len(self._buffer)
+        self.decodes += 1
         decoded = self._decode(speech)
         return {task: track.agree(decoded[task], final) for task, track in self._tracks.items()}
 
@@ -529,7 +531,9 @@ class LiveSession:
             track = self._tracks.get(task)
             context = track.prompt(start) if track else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
-            so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8) if track else ()
+            so_far = ()  # a translation's word times follow its own words, not the speech: it is written again
+            if track and task == "transcribe":
+                so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8)
             written_to = max(track.end - start, 0.0) if so_far and track.end is not None else 0.0
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
                                           initial_prompt=prompt or None, sample_len=self._sample_len(written_to))
