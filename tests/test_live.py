@@ -156,7 +156,8 @@ def test_a_decode_given_its_own_first_words_writes_the_rest_as_it_would(model, s
 
 def test_committed_words_in_the_buffer_are_given_as_their_segments(model):
     """`<|start|> words <|end|>` for each committed segment still in the buffer, the last left open, the
-    times those of the speech-only audio (a pause the detector dropped is not counted)."""
+    times those of the speech-only audio (a pause the detector dropped is not counted); untimed, one open
+    segment."""
     tok = model.tokenizer
     track = _Track()
     track.committed = [_Word(" Gone", 9.0, 9.5, 0, True), _Word(" Ask", 10.2, 10.5, 0, False),
@@ -167,6 +168,8 @@ def test_committed_words_in_the_buffer_are_given_as_their_segments(model):
     ts = tok.timestamp_begin
     assert so_far == (ts + 10, *tok.encode(" Ask not."), ts + 50, ts + 100, *tok.encode(" And so"))
     assert track.text_so_far(10.0, speech, tok, most=5) == ()  # longer than asked: none
+    # a translation's word times follow its words: one segment from the buffer's start, the model times the rest
+    assert track.text_so_far(10.0, speech, tok, most=100, timed=False) == (ts, *tok.encode(" Ask not. And so"))
 
 
 def test_a_decode_waits_for_a_second_of_new_audio(service, jfk):

@@ -269,15 +269,18 @@ class _Track:
     def tentative_text(self) -> str:
         return "".join(w.text for w in self.tentative).strip()
 
-    def text_so_far(self, start: float, speech: SpeechMap, tokenizer: Tokenizer, most: int) -> tuple[int, ...]:
+    def text_so_far(self, start: float, speech: SpeechMap, tokenizer: Tokenizer, most: int, *,
+                    timed: bool = True) -> tuple[int, ...]:
         """The committed words still in a buffer that starts at `start` (stream seconds), as the model
         writes a window's text: `<|t|> words <|t|>` for each of their segments, the last one left open, the
         times those of the speech-only audio it decodes. A decode reads these in one pass and writes on
-        from them, rather than writing them again; empty when they would take more than `most` tokens."""
-        words = [w for w in self.committed if w.end > start]
+        from them, rather than writing them again; empty when they would take more than `most` tokens.
+        Untimed (a translation, whose word times follow its own words, not the speech), they are one
+        segment open from the buffer's start, and the model places what timestamps follow."""
+        words = [w for w in self.committed if w.middle > start]
         groups: list[list[_Word]] = []
         for i, word in enumerate(words):
-            if i == 0 or words[i - 1].closes:
+            if i == 0 or (timed and words[i - 1].closes):
                 groups.append([])
             groups[-1].append(word)
         tokens: list[int] = []
@@ -287,7 +290,7 @@ class _Track:
             return min(max(round(speech.to_speech(max(at - start, 0.0)) / TIMESTAMP_STEP), earliest), N_FRAMES // 2)
 
         for i, group in enumerate(groups):
-            opening = step(group[0].start, last)
+            opening = step(group[0].start, last) if timed else 0
             tokens += [tokenizer.timestamp_begin + opening, *tokenizer.encode("".join(w.text for w in group))]
             if i < len(groups) - 1:
                 last = step(group[-1].end, opening + 1)
@@ -531,9 +534,8 @@ class LiveSession:
             track = self._tracks.get(task)
             context = track.prompt(start) if track else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
-            so_far = ()  # a translation's word times follow its own words, not the speech: it is written again
-            if track and task == "transcribe":
-                so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8)
+            so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8,
+                                       timed=track is self._leading()) if track else ()
             written_to = max(track.end - start, 0.0) if so_far and track.end is not None else 0.0
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
                                           initial_prompt=prompt or None, sample_len=self._sample_len(written_to))
