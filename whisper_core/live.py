@@ -540,16 +540,17 @@ class LiveSession:
     def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
         """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
         encoded once), each prompted with its own committed text and given its committed words still in
-        the buffer as written. A task whose text, so given, stops LEFT_UNSAID_S or more before the speech
-        does is decoded again without them: from some given words the model ends the window at once, and
-        every decode after would stop there too. The first decode names the language (from the buffer's
-        speech) and so which tasks go on."""
+        the buffer as written. When the transcript (or only task), so given, stops LEFT_UNSAID_S or more
+        before the speech does, it is decoded again without them: from some given words the model ends the
+        window at once, and every decode after would stop there too. (A translation's word times, which
+        follow its own words, cannot tell: judged by them, most of its decodes were run twice.) The first
+        decode names the language (from the buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
         start = self._offset / SAMPLE_RATE
         words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
         speech_end = start + speech.spans[-1][1] / SAMPLE_RATE
-        stalled = [task for task in given
-                   if speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
+        stalled = [task for task in given if self._tracks[task] is self._leading()
+                   and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
         if stalled:
             words.update(self._decode_tasks(audio, speech, stalled, given=False)[0])
         return words
