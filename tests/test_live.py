@@ -234,24 +234,6 @@ def test_a_translation_commits_what_it_heard_in_the_audio_dropped():
     assert [w.text for w in track.tentative] == [" strong"] and track.settle(2.5) == []
 
 
-def test_a_word_written_two_ways_between_agreeing_words_is_taken_as_the_newer_decode_wrote_it():
-    """LocalAgreement-2 held every word after an unsure one until two decodes wrote it alike; a word at one
-    place between words both decodes agree on is one word written two ways."""
-    def decode(text: str, shift: float = 0.0) -> list[_Word]:
-        return [_Word(f" {w}", i * 0.4 + (shift if i == 2 else 0.0), i * 0.4 + 0.3, 0, False)
-                for i, w in enumerate(text.split())]
-
-    def committed_after(first: str, second: str, shift: float = 0.0) -> list[str]:
-        track = _Track()
-        track.agree(decode(first), final=False)
-        track.agree(decode(second, shift), final=False)
-        return [w.text.strip() for w in track.committed]
-
-    assert committed_after("rend l enclore et qui", "rend l enfeur et qui amène") == "rend l enfeur et qui".split()
-    assert committed_after("rend l enclore et qui", "rend l enfeur et que amène") == ["rend", "l"]  # one after it
-    assert committed_after("rend l enclore et qui", "rend l enfeur et qui", shift=1.5) == ["rend", "l"]  # elsewhere
-
-
 def test_stereo_int16_at_48k_is_heard_as_mono(service, shared, jfk):
     samples, session, _ = jfk
     at_48k = load_audio(str(shared / "audio" / "en_jfk_ask_not.flac"), sr=48000)
@@ -301,20 +283,6 @@ def _played(session: LiveSession, samples: np.ndarray, speed: float) -> tuple[li
 
     play(session, samples, chunk_s=0.5, speed=speed, report=report)
     return steps, commits
-
-
-def test_a_fast_speaker_waits_a_few_decodes_for_each_word(service, shared):
-    """The French podcast, a second a step: every word is committed within MAX_DECODES_BEHIND decodes of
-    the one that first heard it. From some committed words given as written, the model ended the window at
-    once, and every decode after stopped there too until the buffer was cut (10 s without a word)."""
-    samples = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: round(LONG_SPEECH_S * SAMPLE_RATE)]
-    _, history = _stream(service, samples, "transcribe")
-    behind, known = [], 0
-    for step, words in enumerate(history[:-1]):
-        for word in words["transcribe"][known:]:
-            behind.append(step - min(int(word["end"] / STEP_S), step))
-        known = len(words["transcribe"])
-    assert len(behind) > 100 and max(behind) <= MAX_DECODES_BEHIND, behind
 
 
 def test_a_stream_fed_faster_than_it_decodes_keeps_a_bounded_lag(service, model, shared):

@@ -49,10 +49,6 @@ MAX_OVERLAP = 5
 OVERLAP_S = 1.0
 # Two decodes agree on a word when they write it alike and put it within OVERLAP_S of each other: a decode
 # of a long buffer sometimes skips a stretch of speech, and its next "the" is not the other's "the".
-# Two decodes that write one word differently at one place and agree on the AGREED_AFTER words that follow
-# it agree on it too, as the newer decode wrote it: an unsure word (a name, a rare word) otherwise held back
-# every word after it until two decodes happened to write it alike, which took 4-6 decodes on the podcast.
-AGREED_AFTER = 2
 # A word the aligner starts this close to the buffer's end was not heard there: after the speech it
 # piles up words the model wrote from its prompt or the text before.
 UNHEARD_AT_END_S = 0.05
@@ -239,9 +235,7 @@ class _Track:
         unheard = self._unheard(words)
         agreed = len(unheard) if final else 0
         if not final:
-            while agreed < min(len(unheard), len(self.tentative)) and (
-                _same(unheard[agreed], self.tentative[agreed]) or _written_otherwise(unheard, self.tentative, agreed)
-            ):
+            while agreed < min(len(unheard), len(self.tentative)) and _same(unheard[agreed], self.tentative[agreed]):
                 agreed += 1
         new, self.tentative = unheard[:agreed], unheard[agreed:]
         self.committed.extend(new)
@@ -307,14 +301,6 @@ class _Track:
 def _same(word: _Word, before: _Word) -> bool:
     """One word as two decodes heard it."""
     return word.key == before.key and abs(word.start - before.start) < OVERLAP_S
-
-
-def _written_otherwise(words: list[_Word], before: list[_Word], i: int) -> bool:
-    """Word `i` of two decodes is one word written two ways: put at one place, and the AGREED_AFTER words
-    after it the same in both."""
-    after = range(i + 1, i + 1 + AGREED_AFTER)
-    return (abs(words[i].start - before[i].start) < OVERLAP_S and min(len(words), len(before)) > after[-1]
-            and all(_same(words[k], before[k]) for k in after))
 
 
 def _split_lines(words: list[_Word]) -> list[list[_Word]]:
@@ -539,36 +525,17 @@ class LiveSession:
 
     def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
         """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
-        encoded once), each prompted with its own committed text and given its committed words still in
-        the buffer as written. When the transcript (or only task), so given, stops LEFT_UNSAID_S or more
-        before the speech does, it is decoded again without them: from some given words the model ends the
-        window at once, and every decode after would stop there too. (A translation's word times, which
-        follow its own words, cannot tell: judged by them, most of its decodes were run twice.) The first
-        decode names the language (from the buffer's speech) and so which tasks go on."""
+        encoded once), each prompted with its own committed text. The first decode names the language
+        (from the buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
         start = self._offset / SAMPLE_RATE
-        words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
-        speech_end = start + speech.spans[-1][1] / SAMPLE_RATE
-        stalled = [task for task in given if self._tracks[task] is self._leading()
-                   and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
-        if stalled:
-            words.update(self._decode_tasks(audio, speech, stalled, given=False)[0])
-        return words
-
-    def _decode_tasks(self, audio: Audio, speech: SpeechMap, tasks: list[str], *,
-                      given: bool) -> tuple[dict[str, list[_Word]], list[str]]:
-        """The words of one run of `tasks` on the buffer, and the tasks given words as written (`given`:
-        their committed words still in the buffer, where there are any)."""
-        start = self._offset / SAMPLE_RATE
-        jobs, given_words = [], []
-        for task in tasks:
+        jobs = []
+        for task in self._tracks or self.plan.tasks:
             track = self._tracks.get(task)
             context = track.prompt(start) if track else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
             so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8,
-                                       timed=track is self._leading()) if track and given else ()
-            if so_far:
-                given_words.append(task)
+                                       timed=track is self._leading()) if track else ()
             written_to = max(track.end - start, 0.0) if so_far and track.end is not None else 0.0
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
                                           initial_prompt=prompt or None, sample_len=self._sample_len(written_to))
@@ -579,9 +546,7 @@ class LiveSession:
             self.language, self.language_probs = first["language"], first.get("language_probs")
             self._start_tracks()
         length = len(self._buffer) / SAMPLE_RATE
-        words = {task: _decoded_words(results[task]["segments"], start, length) for task in tasks
-                 if task in self._tracks}
-        return words, [task for task in given_words if task in words]
+        return {task: _decoded_words(results[task]["segments"], start, length) for task in self._tracks}
 
     def _most_tokens(self) -> int:
         return self.model.net.dims.n_text_ctx // 2
