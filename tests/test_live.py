@@ -10,17 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from whisper_core.audio import SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
-from whisper_core.decoding import DecodingOptions, decode
+from whisper_core.audio import SAMPLE_RATE, load_audio
 from whisper_core.live import (
-    MAX_BUFFER_S,
     LiveBusy,
     LivePlaces,
     LiveSession,
     Resampler,
-    _Track,
     _until_loop,
     _Word,
     as_mono_float,
@@ -32,7 +28,6 @@ from whisper_core.metrics import error_rate
 from whisper_core.options import make_options
 from whisper_core.service import TranscriptionService
 from whisper_core.speech_model import SpeechModel
-from whisper_core.vad import SpeechMap
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 1.0  # seconds pushed between steps
@@ -44,8 +39,6 @@ STEREO_MARGIN = 0.05  # 48 kHz int16 stereo against 16 kHz float mono: at most o
 # that agrees, and more only where the model hesitates at the end of the buffer.
 MAX_DECODES_BEHIND = 6
 FAST_WER_MARGIN = 0.1
-LONG_SPEECH_S = 60.0  # of a speaker who seldom pauses, in both tasks
-LONG_STEP_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -135,59 +128,6 @@ def test_final_text_is_the_offline_transcript(model, shared, manifest, jfk, cons
     assert error_rate(said, live, language) <= error_rate(said, offline, language) + WER_MARGIN, (said, live)
 
 
-@torch.inference_mode()
-def test_a_decode_given_its_own_first_words_writes_the_rest_as_it_would(model, shared):
-    """What a live decode is given as written (its committed words, timestamps included) is read in one
-    pass; from there it writes what it would have written anyway: cut mid-segment or after a segment's
-    end, the whole text comes back token for token."""
-    audio = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))  # its first window
-    mel = log_mel_spectrogram(pad_or_trim(audio), model.net.dims.n_mels)[None].to(model.net.dtype)
-    features = model.net.encoder(mel)
-    tok = model.tokenizer.with_task("en", "transcribe")
-    whole = decode(model.net, features, DecodingOptions(language="en"), tok)[0].tokens
-    ts = tok.timestamp_begin
-    closing = [i + 1 for i in range(1, len(whole) - 1) if whole[i] >= ts and whole[i + 1] >= ts]
-    mid_segment = [i + 1 for i in range(1, len(whole) - 1) if whole[i] < ts and whole[i + 1] < ts]
-    assert closing and len(mid_segment) > 10
-    for cut in [*closing, *mid_segment[::5]]:
-        given = DecodingOptions(language="en", text_so_far=tuple(whole[:cut]))
-        assert decode(model.net, features, given, tok)[0].tokens == whole, cut
-
-
-def test_committed_words_in_the_buffer_are_given_as_their_segments(model):
-    """`<|start|> words <|end|>` for each committed segment still in the buffer, the last left open, the
-    times those of the speech-only audio (a pause the detector dropped is not counted); untimed, one open
-    segment."""
-    tok = model.tokenizer
-    track = _Track()
-    track.committed = [_Word(" Gone", 9.0, 9.5, 0, True), _Word(" Ask", 10.2, 10.5, 0, False),
-                       _Word(" not.", 10.5, 11.0, 0, True), _Word(" And", 13.0, 13.3, 1, False),
-                       _Word(" so", 13.3, 13.6, 1, False)]
-    speech = SpeechMap(((0, 2 * SAMPLE_RATE), (3 * SAMPLE_RATE, 8 * SAMPLE_RATE)), 8 * SAMPLE_RATE)  # 2-3 s dropped
-    so_far = track.text_so_far(10.0, speech, tok, most=100)
-    ts = tok.timestamp_begin
-    assert so_far == (ts + 10, *tok.encode(" Ask not."), ts + 50, ts + 100, *tok.encode(" And so"))
-    assert track.text_so_far(10.0, speech, tok, most=5) == ()  # longer than asked: none
-    # a translation's word times follow its words: one segment from the buffer's start, the model times the rest
-    assert track.text_so_far(10.0, speech, tok, most=100, timed=False) == (ts, *tok.encode(" Ask not. And so"))
-
-
-def test_a_decode_waits_for_a_second_of_new_audio(service, jfk):
-    """Chunks of half a second: every other one is decoded with the one before it, not each alone."""
-    samples = jfk[0]
-    session = LiveSession(service, service.model.plan("transcribe"), make_options(temperature=0.0))
-    half = SAMPLE_RATE // 2
-    session.push(samples[: 8 * half])
-    session.step()  # the language, from 4 s of speech, and a first decode
-    decodes = []
-    for at in range(8 * half, 14 * half, half):
-        requests = service.stats.requests
-        session.push(samples[at : at + half])
-        session.step()
-        decodes.append(service.stats.requests - requests)
-    assert decodes == [0, 1, 0, 1, 0, 1]
-
-
 def test_silence_and_noise_commit_nothing(service, shared):
     noise = load_audio(str(shared / "audio" / "nonspeech_steady_noise.wav"))
     for samples in (np.zeros(8 * SAMPLE_RATE, dtype=np.float32), noise):
@@ -202,36 +142,6 @@ def test_one_session_transcribes_and_translates(consulat):
     english = session.text("translate").lower()
     assert "consul" in english or "console" in english, english
     assert history[-1]["translate"]
-
-
-def test_both_tasks_keep_the_buffer_short_and_commit_the_translation_as_they_go(service, shared):
-    """The buffer is cut where the transcript is committed, the translation committing what it heard in
-    the audio dropped: waiting for the translation to agree there too had let the buffer, and each step's
-    decode, grow without end on a speaker who goes on (52 s after 90 s of this podcast)."""
-    samples = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: round(LONG_SPEECH_S * SAMPLE_RATE)]
-    session = LiveSession(service, service.model.plan("both"), make_options(temperature=0.0))
-    per_step = round(LONG_STEP_S * SAMPLE_RATE)
-    longest = 0.0
-    english_by_half = None
-    for start in range(0, len(samples), per_step):
-        session.push(samples[start : start + per_step])
-        session.step()
-        longest = max(longest, session.buffered_s)
-        if english_by_half is None and session.received_s >= LONG_SPEECH_S / 2:
-            english_by_half = session.text("translate")
-    session.finish()
-    assert longest <= MAX_BUFFER_S + LONG_STEP_S, longest
-    assert english_by_half and "smartphone" in english_by_half.lower(), english_by_half
-    english = session.text("translate").lower()
-    assert english.startswith(english_by_half.lower()) and len(english.split()) > 60, english
-
-
-def test_a_translation_commits_what_it_heard_in_the_audio_dropped():
-    track = _Track()
-    track.tentative = [_Word(f" {w}", i, i + 0.8, 0, False) for i, w in enumerate("what makes it strong".split())]
-    lines = track.settle(2.5)  # "makes" ends at 1.8, "it" is at 2.0-2.8: its middle is before the cut
-    assert [w["word"] for line in lines for w in line["words"]] == [" what", " makes", " it"]
-    assert [w.text for w in track.tentative] == [" strong"] and track.settle(2.5) == []
 
 
 def test_stereo_int16_at_48k_is_heard_as_mono(service, shared, jfk):
@@ -270,14 +180,12 @@ def test_command_missing_file_is_one_line(tmp_path):
 
 
 def _played(session: LiveSession, samples: np.ndarray, speed: float) -> tuple[list[float], list[tuple[int, dict]]]:
-    """Play `samples` into the session at `speed` times real time: the seconds fed when each decode ended,
-    and (decode, word) for each committed word."""
+    """Play `samples` into the session at `speed` times real time: the seconds fed when each step ended,
+    and (step, word) for each committed word."""
     steps: list[float] = []
     commits: list[tuple[int, dict]] = []
 
     def report(update, fed_s: float) -> None:
-        if len(steps) == session.decodes:  # this step waited for more audio
-            return
         commits.extend((len(steps), w) for lines in update.committed.values() for line in lines for w in line["words"])
         steps.append(fed_s)
 
