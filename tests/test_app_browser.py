@@ -22,8 +22,11 @@ RESULT_TIMEOUT_MS = 120_000
 QUEUE_SIZE = 2  # small, so that a test can fill the queue
 CONCURRENCY = 2
 LIVE_SPEECH_S = 25  # seconds of French the fake microphone plays into the live captions
-LIVE_FRENCH_WORDS = ("évident", "smartphone", "fonctions", "interfaces", "ordinateurs", "cliquer")
-LIVE_ENGLISH_WORDS = ("smartphone", "functions", "interfaces", "computers", "click")
+# Words from the start, middle and end of those 25 s that live decodes of it write (most of them, whatever
+# a decode makes of the rest: "smartone", "l'identque"); a text that stops early lacks most of them.
+LIVE_FRENCH_WORDS = ("jamais", "formulée", "force", "photo", "évidemment", "interfaces", "souvent", "ordinateurs")
+LIVE_ENGLISH_WORDS = ("never", "smartphone", "interact", "obviously", "interfaces", "often", "computers", "click")
+LIVE_WORDS_MISSED = 3  # of each list: a text cut after its first sentences misses five or more
 
 
 def _require_browser() -> None:
@@ -279,10 +282,9 @@ def test_live_captions_while_the_speaker_talks(playwright, app, audio, tmp_path)
         rows = table(page)
         transcript, english = (" ".join(r[column] for r in rows).lower() for column in (1, 2))
         assert first_row_s < LIVE_SPEECH_S, "the first words come while the speech goes on"
-        # its first and last sentences, whatever word a live decode's timing makes of one ("smartone" once)
-        assert sum(word in transcript for word in LIVE_FRENCH_WORDS) >= len(LIVE_FRENCH_WORDS) - 2, rows
-        assert sum(word in english for word in LIVE_ENGLISH_WORDS) >= len(LIVE_ENGLISH_WORDS) - 2, rows
-        assert " the " in english, rows
+        missed = {"transcript": [word for word in LIVE_FRENCH_WORDS if word not in transcript],
+                  "English": [word for word in LIVE_ENGLISH_WORDS if word not in english]}
+        assert all(len(words) <= LIVE_WORDS_MISSED for words in missed.values()), (missed, transcript, english)
         assert page.locator("#player audio").count() == 1 and not page.locator("#live-tail .live-cell").count()
         downloads = page.eval_on_selector_all("#downloads a[download]", "links => links.map(a => a.download)")
         assert "live_microphone.fr-en.srt" in downloads, downloads

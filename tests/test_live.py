@@ -39,6 +39,8 @@ STEREO_MARGIN = 0.05  # 48 kHz int16 stereo against 16 kHz float mono: at most o
 # that agrees, and more only where the model hesitates at the end of the buffer.
 MAX_DECODES_BEHIND = 6
 FAST_WER_MARGIN = 0.1
+CUT_BUFFER_S = 10  # seconds of speech after a cut
+MIN_WORDS_AFTER_CUT = 15  # of the 25-40 written there
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,22 @@ def test_one_session_transcribes_and_translates(consulat):
     english = session.text("translate").lower()
     assert "consul" in english or "console" in english, english
     assert history[-1]["translate"]
+
+
+@pytest.mark.parametrize("cut_s", [13.5, 58.5])
+def test_a_buffer_cut_mid_speech_keeps_its_text_with_the_pages_options(service, shared, cut_s):
+    """The page asks for the rule against text invented between silences; a live buffer starts and ends
+    at cuts in the speech, which that rule took for silence: from these two cuts of the podcast, one
+    task's whole decode was dropped."""
+    samples = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))
+    options = make_options(language="fr", temperature=0.0, vad_filter=True, word_timestamps=True,
+                           hallucination_silence_threshold=2.0)
+    session = LiveSession(service, service.model.plan("both"), options)
+    session.push(samples[round(cut_s * SAMPLE_RATE) : round((cut_s + CUT_BUFFER_S) * SAMPLE_RATE)])
+    session.step()
+    session.finish()
+    counts = {task: len(session.text(task).split()) for task in ("transcribe", "translate")}
+    assert min(counts.values()) >= MIN_WORDS_AFTER_CUT, counts
 
 
 def test_stereo_int16_at_48k_is_heard_as_mono(service, shared, jfk):

@@ -296,14 +296,17 @@ class LiveSession:
     everything buffered at once, so a stream that falls behind is never queued decodes deep; `finish`
     commits what is left. `push` may be called from another thread than `step`. `options` are the
     long-form ones, with word times always on and temperature 0 only: a ladder would resample unsure
-    windows, and sampled decodes seldom agree."""
+    windows, and sampled decodes seldom agree. The rule against text invented between silences is off:
+    the voice detector already gives the model speech alone, and the rule takes the buffer's edges, cuts
+    in the speech, for silence (with the page's setting a translation, whose word times are guesses that
+    look invented, lost everything after a cut)."""
 
     def __init__(self, service: TranscriptionService, plan: TaskPlan, options: TranscribeOptions):
         self.service = service
         self.model = service.model
         self.plan = plan
         self.options = dataclasses.replace(options, word_timestamps=True, vad_filter=False, batch_size=None,
-                                           temperature=(0.0,))
+                                           temperature=(0.0,), hallucination_silence_threshold=None)
         self.language = options.language or (None if self.model.is_multilingual else "en")
         self.language_probs: dict[str, float] | None = None  # when the language was detected
         self._tracks: dict[str, _Track] = {}
