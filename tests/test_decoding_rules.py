@@ -88,6 +88,27 @@ def test_initial_tokens_with_prompt_and_prefix(tok):
     assert len(initial_tokens(DecodingOptions(prompt=long_prompt), tok, 448)) == 1 + 223 + 3
 
 
+def test_text_so_far_is_read_as_written_after_the_prompt(tok):
+    ts = tok.timestamp_begin
+    so_far = (ts, 400, 401, ts + 50, ts + 50, 402)
+    tokens = initial_tokens(DecodingOptions(language="en", prompt=list(range(1000)), text_so_far=so_far), tok, 448)
+    assert tuple(tokens[-len(so_far):]) == so_far and tokens[-len(so_far) - 3 : -len(so_far)] == list(tok.sot_sequence)
+    assert len(tokens) == 448 // 2  # the prompt gives way: prompt and text so far within half the context
+    assert len(initial_tokens(DecodingOptions(prompt=list(range(1000))), tok, 448)) == 1 + 223 + 3  # as before
+
+
+def test_the_timestamp_rules_read_the_text_so_far(tok):
+    ts = tok.timestamp_begin
+    so_far = (ts + 100, 400, 401)  # a segment opened at 2 s, text written: not a window's first token
+    rules = _LogitRules(DecodingOptions(language="en", text_so_far=so_far), tok, 3 + len(so_far), "cpu")
+    logits = torch.zeros(1, VOCAB)
+    logits[0, ts:] = -20.0
+    rules.apply(logits, torch.tensor([[*tok.sot_sequence, *so_far]]))
+    assert torch.isfinite(logits[0, 402]) and torch.isinf(logits[0, tok.eot])  # something follows it
+    assert torch.isinf(logits[0, ts : ts + 101]).all()  # its closing time is after its opening one
+    assert torch.isfinite(logits[0, ts + 101 : ts + 1500]).all()  # not held to the first second
+
+
 def test_option_checks():
     with pytest.raises(ValueError):
         check_options(DecodingOptions(task="summarize"))

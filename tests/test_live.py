@@ -10,13 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from whisper_core.audio import SAMPLE_RATE, load_audio
+from whisper_core.audio import SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
+from whisper_core.decoding import DecodingOptions, decode
 from whisper_core.live import (
+    MAX_BUFFER_S,
     LiveBusy,
     LivePlaces,
     LiveSession,
     Resampler,
+    _Track,
     _until_loop,
     _Word,
     as_mono_float,
@@ -28,6 +32,7 @@ from whisper_core.metrics import error_rate
 from whisper_core.options import make_options
 from whisper_core.service import TranscriptionService
 from whisper_core.speech_model import SpeechModel
+from whisper_core.vad import SpeechMap
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 1.0  # seconds pushed between steps
@@ -41,6 +46,8 @@ MAX_DECODES_BEHIND = 6
 FAST_WER_MARGIN = 0.1
 CUT_BUFFER_S = 10  # seconds of speech after a cut
 MIN_WORDS_AFTER_CUT = 15  # of the 25-40 written there
+LONG_SPEECH_S = 60.0  # of a speaker who seldom pauses, in both tasks
+LONG_STEP_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +137,59 @@ def test_final_text_is_the_offline_transcript(model, shared, manifest, jfk, cons
     assert error_rate(said, live, language) <= error_rate(said, offline, language) + WER_MARGIN, (said, live)
 
 
+@torch.inference_mode()
+def test_a_decode_given_its_own_first_words_writes_the_rest_as_it_would(model, shared):
+    """What a live decode is given as written (its committed words, timestamps included) is read in one
+    pass; from there it writes what it would have written anyway: cut mid-segment or after a segment's
+    end, the whole text comes back token for token."""
+    audio = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))  # its first window
+    mel = log_mel_spectrogram(pad_or_trim(audio), model.net.dims.n_mels)[None].to(model.net.dtype)
+    features = model.net.encoder(mel)
+    tok = model.tokenizer.with_task("en", "transcribe")
+    whole = decode(model.net, features, DecodingOptions(language="en"), tok)[0].tokens
+    ts = tok.timestamp_begin
+    closing = [i + 1 for i in range(1, len(whole) - 1) if whole[i] >= ts and whole[i + 1] >= ts]
+    mid_segment = [i + 1 for i in range(1, len(whole) - 1) if whole[i] < ts and whole[i + 1] < ts]
+    assert closing and len(mid_segment) > 10
+    for cut in [*closing, *mid_segment[::5]]:
+        given = DecodingOptions(language="en", text_so_far=tuple(whole[:cut]))
+        assert decode(model.net, features, given, tok)[0].tokens == whole, cut
+
+
+def test_committed_words_in_the_buffer_are_given_as_their_segments(model):
+    """`<|start|> words <|end|>` for each committed segment still in the buffer, the last left open, the
+    times those of the speech-only audio (a pause the detector dropped is not counted); untimed, one open
+    segment."""
+    tok = model.tokenizer
+    track = _Track()
+    track.committed = [_Word(" Gone", 9.0, 9.5, 0, True), _Word(" Ask", 10.2, 10.5, 0, False),
+                       _Word(" not.", 10.5, 11.0, 0, True), _Word(" And", 13.0, 13.3, 1, False),
+                       _Word(" so", 13.3, 13.6, 1, False)]
+    speech = SpeechMap(((0, 2 * SAMPLE_RATE), (3 * SAMPLE_RATE, 8 * SAMPLE_RATE)), 8 * SAMPLE_RATE)  # 2-3 s dropped
+    so_far = track.text_so_far(10.0, speech, tok, most=100)
+    ts = tok.timestamp_begin
+    assert so_far == (ts + 10, *tok.encode(" Ask not."), ts + 50, ts + 100, *tok.encode(" And so"))
+    assert track.text_so_far(10.0, speech, tok, most=5) == ()  # longer than asked: none
+    # a translation's word times follow its words: one segment from the buffer's start, the model times the rest
+    assert track.text_so_far(10.0, speech, tok, most=100, timed=False) == (ts, *tok.encode(" Ask not. And so"))
+
+
+def test_a_decode_waits_for_a_second_of_new_audio(service, jfk):
+    """Chunks of half a second: every other one is decoded with the one before it, not each alone."""
+    samples = jfk[0]
+    session = LiveSession(service, service.model.plan("transcribe"), make_options(temperature=0.0))
+    half = SAMPLE_RATE // 2
+    session.push(samples[: 8 * half])
+    session.step()  # the language, from 4 s of speech, and a first decode
+    decodes = []
+    for at in range(8 * half, 14 * half, half):
+        requests = service.stats.requests
+        session.push(samples[at : at + half])
+        session.step()
+        decodes.append(service.stats.requests - requests)
+    assert decodes == [0, 1, 0, 1, 0, 1]
+
+
 def test_silence_and_noise_commit_nothing(service, shared):
     noise = load_audio(str(shared / "audio" / "nonspeech_steady_noise.wav"))
     for samples in (np.zeros(8 * SAMPLE_RATE, dtype=np.float32), noise):
@@ -160,6 +220,54 @@ def test_a_buffer_cut_mid_speech_keeps_its_text_with_the_pages_options(service, 
     session.finish()
     counts = {task: len(session.text(task).split()) for task in ("transcribe", "translate")}
     assert min(counts.values()) >= MIN_WORDS_AFTER_CUT, counts
+
+
+def test_both_tasks_keep_the_buffer_short_and_commit_the_translation_as_they_go(service, shared):
+    """The buffer is cut where the transcript is committed, the translation committing what it heard in
+    the audio dropped: waiting for the translation to agree there too had let the buffer, and each step's
+    decode, grow without end on a speaker who goes on (52 s after 90 s of this podcast)."""
+    samples = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: round(LONG_SPEECH_S * SAMPLE_RATE)]
+    session = LiveSession(service, service.model.plan("both"), make_options(temperature=0.0))
+    per_step = round(LONG_STEP_S * SAMPLE_RATE)
+    longest = 0.0
+    english_by_half = None
+    for start in range(0, len(samples), per_step):
+        session.push(samples[start : start + per_step])
+        session.step()
+        longest = max(longest, session.buffered_s)
+        if english_by_half is None and session.received_s >= LONG_SPEECH_S / 2:
+            english_by_half = session.text("translate")
+    session.finish()
+    assert longest <= MAX_BUFFER_S + LONG_STEP_S, longest
+    assert english_by_half and "smartphone" in english_by_half.lower(), english_by_half
+    english = session.text("translate").lower()
+    assert english.startswith(english_by_half.lower()) and len(english.split()) > 60, english
+
+
+def test_a_translation_commits_what_it_heard_in_the_audio_dropped():
+    track = _Track()
+    track.tentative = [_Word(f" {w}", i, i + 0.8, 0, False) for i, w in enumerate("what makes it strong".split())]
+    lines = track.settle(2.5)  # "makes" ends at 1.8, "it" is at 2.0-2.8: its middle is before the cut
+    assert [w["word"] for line in lines for w in line["words"]] == [" what", " makes", " it"]
+    assert [w.text for w in track.tentative] == [" strong"] and track.settle(2.5) == []
+
+
+def test_a_word_written_two_ways_between_agreeing_words_is_taken_as_the_newer_decode_wrote_it():
+    """LocalAgreement-2 held every word after an unsure one until two decodes wrote it alike; a word at one
+    place between words both decodes agree on is one word written two ways."""
+    def decode(text: str, shift: float = 0.0) -> list[_Word]:
+        return [_Word(f" {w}", i * 0.4 + (shift if i == 2 else 0.0), i * 0.4 + 0.3, 0, False)
+                for i, w in enumerate(text.split())]
+
+    def committed_after(first: str, second: str, shift: float = 0.0) -> list[str]:
+        track = _Track()
+        track.agree(decode(first), final=False)
+        track.agree(decode(second, shift), final=False)
+        return [w.text.strip() for w in track.committed]
+
+    assert committed_after("rend l enclore et qui", "rend l enfeur et qui amène") == "rend l enfeur et qui".split()
+    assert committed_after("rend l enclore et qui", "rend l enfeur et que amène") == ["rend", "l"]  # one after it
+    assert committed_after("rend l enclore et qui", "rend l enfeur et qui", shift=1.5) == ["rend", "l"]  # elsewhere
 
 
 def test_stereo_int16_at_48k_is_heard_as_mono(service, shared, jfk):
@@ -198,17 +306,33 @@ def test_command_missing_file_is_one_line(tmp_path):
 
 
 def _played(session: LiveSession, samples: np.ndarray, speed: float) -> tuple[list[float], list[tuple[int, dict]]]:
-    """Play `samples` into the session at `speed` times real time: the seconds fed when each step ended,
-    and (step, word) for each committed word."""
+    """Play `samples` into the session at `speed` times real time: the seconds fed when each decode ended,
+    and (decode, word) for each committed word."""
     steps: list[float] = []
     commits: list[tuple[int, dict]] = []
 
     def report(update, fed_s: float) -> None:
+        if len(steps) == session.decodes:  # this step waited for more audio
+            return
         commits.extend((len(steps), w) for lines in update.committed.values() for line in lines for w in line["words"])
         steps.append(fed_s)
 
     play(session, samples, chunk_s=0.5, speed=speed, report=report)
     return steps, commits
+
+
+def test_a_fast_speaker_waits_a_few_decodes_for_each_word(service, shared):
+    """The French podcast, a second a step: every word is committed within MAX_DECODES_BEHIND decodes of
+    the one that first heard it. From some committed words given as written, the model ended the window at
+    once, and every decode after stopped there too until the buffer was cut (10 s without a word)."""
+    samples = load_audio(str(shared / "audio" / "fr_smartphone_podcast.mp3"))[: round(LONG_SPEECH_S * SAMPLE_RATE)]
+    _, history = _stream(service, samples, "transcribe")
+    behind, known = [], 0
+    for step, words in enumerate(history[:-1]):
+        for word in words["transcribe"][known:]:
+            behind.append(step - min(int(word["end"] / STEP_S), step))
+        known = len(words["transcribe"])
+    assert len(behind) > 100 and max(behind) <= MAX_DECODES_BEHIND, behind
 
 
 def test_a_stream_fed_faster_than_it_decodes_keeps_a_bounded_lag(service, model, shared):

@@ -31,6 +31,10 @@ class DecodingOptions:
     length_penalty: float | None = None  # None: rank by log-prob / length; else Google NMT's alpha
     prompt: str | list[int] | None = None  # previous text, for context
     prefix: str | list[int] | None = None  # text the window must start with
+    # Tokens the window's text is known to begin with, timestamps included, as the model writes them (a live
+    # decode's words already committed): read in one pass rather than decoded again, seen by the timestamp
+    # rules as written, and part of the result.
+    text_so_far: tuple[int, ...] = ()
     suppress_tokens: str | list[int] | None = "-1"  # "-1": the non-speech symbols
     suppress_blank: bool = True  # no blank or end-of-text as the first token
     without_timestamps: bool = False
@@ -104,9 +108,13 @@ def initial_tokens(options: DecodingOptions, tokenizer: Tokenizer, n_ctx: int) -
     if options.prefix:
         prefix = _text_tokens(options.prefix, tokenizer)
         tokens += prefix[-(n_ctx // 2 - sample_len):] if n_ctx // 2 - sample_len > 0 else []
+    tokens += options.text_so_far
     if options.prompt:
         prompt = _text_tokens(options.prompt, tokenizer)
-        tokens = [tokenizer.sot_prev, *prompt[-(n_ctx // 2 - 1):], *tokens]
+        room = n_ctx // 2 - 1
+        if options.text_so_far:  # the whole start stays within half the context, as a prompt alone does
+            room = max(n_ctx // 2 - 1 - len(tokens), 0)
+        tokens = [tokenizer.sot_prev, *(prompt[-room:] if room else []), *tokens]
     return tokens
 
 
@@ -152,6 +160,7 @@ class _LogitRules:
     def __init__(self, options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int, device):
         self.tokenizer = tokenizer
         self.sample_begin = sample_begin
+        self.text_begin = sample_begin - len(options.text_so_far)  # where the timestamp grammar starts reading
         # A request that asked for fewer tokens than others in its batch ends there: only the end may come.
         self.sample_len = options.sample_len
         self.timestamps = not options.without_timestamps
@@ -164,17 +173,16 @@ class _LogitRules:
         if self.timestamps and options.max_initial_timestamp is not None:
             self.max_initial = round(options.max_initial_timestamp / TIMESTAMP_STEP)
         # Requests with equal keys mask their rows in one pass (see `_rule_spans`).
-        self.key = (sample_begin, self.timestamps, tuple(self.blank), tuple(suppress), self.max_initial,
-                    tokenizer.timestamp_begin, tokenizer.eot, self.sample_len)
+        self.key = (sample_begin, self.text_begin, self.timestamps, tuple(self.blank), tuple(suppress),
+                    self.max_initial, tokenizer.timestamp_begin, tokenizer.eot, self.sample_len)
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         """Mask `logits` [rows, vocab] in place, given the `tokens` [rows, length] so far."""
-        first = tokens.shape[1] == self.sample_begin
-        if first and self.blank:
+        if tokens.shape[1] == self.sample_begin and self.blank:  # the first token decoded, after any text so far
             logits[:, self.blank] = -torch.inf
         logits.index_fill_(1, self.suppress, -torch.inf)
         if self.timestamps:
-            self._timestamp_rules(logits, tokens, first)
+            self._timestamp_rules(logits, tokens, first=tokens.shape[1] == self.text_begin)
         if self.sample_len is not None and tokens.shape[1] - self.sample_begin >= self.sample_len:
             eot = self.tokenizer.eot
             logits[:, :eot] = -torch.inf
@@ -183,7 +191,7 @@ class _LogitRules:
     def _timestamp_rules(self, logits: Tensor, tokens: Tensor, first: bool) -> None:
         ts_begin = self.tokenizer.timestamp_begin
         eot = self.tokenizer.eot
-        sampled = tokens[:, self.sample_begin :]
+        sampled = tokens[:, self.text_begin :]
         n = sampled.shape[1]
         if n > 0:
             is_ts = sampled >= ts_begin
@@ -519,12 +527,13 @@ def _result(request: WindowRequest, candidates: list[list[int]], scores: list[fl
     """The window's best candidate, cut at its end-of-text."""
     candidates = [c[: c.index(eot)] if eot in c else c for c in candidates]
     best = _rank(candidates, scores, request.options.length_penalty)
-    text = request.tokenizer.decode(candidates[best])
+    tokens = [*request.options.text_so_far, *candidates[best]]
+    text = request.tokenizer.decode(tokens)
     return DecodingResult(
         language=request.tokenizer.language or "en",
-        tokens=candidates[best],
+        tokens=tokens,
         text=text,
-        avg_logprob=scores[best] / (len(candidates[best]) + 1),
+        avg_logprob=scores[best] / (len(candidates[best]) + 1),  # of the tokens decoded
         no_speech_prob=no_speech_prob,
         temperature=request.options.temperature,
         compression_ratio=compression_ratio(text),

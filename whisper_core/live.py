@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from .audio import SAMPLE_RATE
+from .audio import N_FRAMES, SAMPLE_RATE, TIMESTAMP_STEP
 from .options import TASKS, TranscribeOptions
 from .service import TranscriptionService
 from .tasks import TaskPlan
 from .timing import SENTENCE_END_MARKS
+from .tokenizer import Tokenizer
 from .transcribe import Audio
 from .vad import SpeechMap, find_speech
 
@@ -48,6 +49,10 @@ MAX_OVERLAP = 5
 OVERLAP_S = 1.0
 # Two decodes agree on a word when they write it alike and put it within OVERLAP_S of each other: a decode
 # of a long buffer sometimes skips a stretch of speech, and its next "the" is not the other's "the".
+# Two decodes that write one word differently at one place and agree on the AGREED_AFTER words that follow
+# it agree on it too, as the newer decode wrote it: an unsure word (a name, a rare word) otherwise held back
+# every word after it until two decodes happened to write it alike, which took 4-6 decodes on the podcast.
+AGREED_AFTER = 2
 # A word the aligner starts this close to the buffer's end was not heard there: after the speech it
 # piles up words the model wrote from its prompt or the text before.
 UNHEARD_AT_END_S = 0.05
@@ -65,6 +70,10 @@ LOOP_REPEATS = 3
 LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
 # Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
 DECODE_WINDOWS = 2
+# A decode waits for this much new audio (a second's chunks, less the few milliseconds a resampler holds
+# back): two decodes that heard nearly the same audio agree too readily on the words at its end, which are
+# the ones still unsure.
+MIN_NEW_AUDIO_S = 0.9
 
 
 def as_mono_float(chunk: np.ndarray) -> np.ndarray:
@@ -144,6 +153,10 @@ class _Word:
     def key(self) -> str:
         return _key(self.text)
 
+    @property
+    def middle(self) -> float:
+        return (self.start + self.end) / 2
+
     def as_dict(self) -> dict:
         return {"word": self.text, "start": self.start, "end": self.end}
 
@@ -218,7 +231,7 @@ class _Track:
                      if keys[i : i + n] == tail[-n:] and abs(words[i + n - 1].end - end) < OVERLAP_S]
             if found:
                 return words[min(found, key=lambda after: abs(words[after - 1].end - end)) :]
-        return [w for w in words if (w.start + w.end) / 2 > end]
+        return [w for w in words if w.middle > end]
 
     def agree(self, words: list[_Word], final: bool) -> list[dict]:
         """Commit what this decode and the one before agree on (all of it when `final`); returns the new
@@ -226,13 +239,29 @@ class _Track:
         unheard = self._unheard(words)
         agreed = len(unheard) if final else 0
         if not final:
-            while agreed < min(len(unheard), len(self.tentative)) and _same(unheard[agreed], self.tentative[agreed]):
+            while agreed < min(len(unheard), len(self.tentative)) and (
+                _same(unheard[agreed], self.tentative[agreed]) or _written_otherwise(unheard, self.tentative, agreed)
+            ):
                 agreed += 1
         new, self.tentative = unheard[:agreed], unheard[agreed:]
         self.committed.extend(new)
         if self.committed:  # where this decode, which sees more, puts the segment ends of the committed text
             ends = [w.end for w in words if w.closes and w.end <= self.committed[-1].end]
             self.cut = max([*ends, self.cut or 0.0]) if ends else self.cut
+        return self._lines(new)
+
+    def settle(self, until: float) -> list[dict]:
+        """Commit the tentative words heard before `until` (stream seconds): their audio leaves the buffer,
+        and no decode will hear them again to agree on them. Returns the new lines."""
+        heard = 0
+        while heard < len(self.tentative) and self.tentative[heard].middle <= until:
+            heard += 1
+        new, self.tentative = self.tentative[:heard], self.tentative[heard:]
+        self.committed.extend(new)
+        return self._lines(new)
+
+    def _lines(self, new: list[_Word]) -> list[dict]:
+        """The newly committed words as lines, a line that repeats the one before it left out."""
         lines = []
         for line in _split_lines(new):
             said = [w.key for w in line]
@@ -246,10 +275,46 @@ class _Track:
     def tentative_text(self) -> str:
         return "".join(w.text for w in self.tentative).strip()
 
+    def text_so_far(self, start: float, speech: SpeechMap, tokenizer: Tokenizer, most: int, *,
+                    timed: bool = True) -> tuple[int, ...]:
+        """The committed words still in a buffer that starts at `start` (stream seconds), as the model
+        writes a window's text: `<|t|> words <|t|>` for each of their segments, the last one left open, the
+        times those of the speech-only audio it decodes. A decode reads these in one pass and writes on
+        from them, rather than writing them again; empty when they would take more than `most` tokens.
+        Untimed (a translation, whose word times follow its own words, not the speech), they are one
+        segment open from the buffer's start, and the model places what timestamps follow."""
+        words = [w for w in self.committed if w.middle > start]
+        groups: list[list[_Word]] = []
+        for i, word in enumerate(words):
+            if i == 0 or (timed and words[i - 1].closes):
+                groups.append([])
+            groups[-1].append(word)
+        tokens: list[int] = []
+        last = 0  # timestamps never go back, and a segment lasts at least one step
+
+        def step(at: float, earliest: int) -> int:
+            return min(max(round(speech.to_speech(max(at - start, 0.0)) / TIMESTAMP_STEP), earliest), N_FRAMES // 2)
+
+        for i, group in enumerate(groups):
+            opening = step(group[0].start, last) if timed else 0
+            tokens += [tokenizer.timestamp_begin + opening, *tokenizer.encode("".join(w.text for w in group))]
+            if i < len(groups) - 1:
+                last = step(group[-1].end, opening + 1)
+                tokens.append(tokenizer.timestamp_begin + last)
+        return tuple(tokens) if len(tokens) <= most else ()
+
 
 def _same(word: _Word, before: _Word) -> bool:
     """One word as two decodes heard it."""
     return word.key == before.key and abs(word.start - before.start) < OVERLAP_S
+
+
+def _written_otherwise(words: list[_Word], before: list[_Word], i: int) -> bool:
+    """Word `i` of two decodes is one word written two ways: put at one place, and the AGREED_AFTER words
+    after it the same in both."""
+    after = range(i + 1, i + 1 + AGREED_AFTER)
+    return (abs(words[i].start - before[i].start) < OVERLAP_S and min(len(words), len(before)) > after[-1]
+            and all(_same(words[k], before[k]) for k in after))
 
 
 def _split_lines(words: list[_Word]) -> list[list[_Word]]:
@@ -277,6 +342,15 @@ def join_lines(lines: list[dict]) -> list[dict]:
         else:
             joined.append(line)
     return joined
+
+
+def _merged(*updates: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Lines committed per task by consecutive parts of a step, in order."""
+    merged: dict[str, list[dict]] = {}
+    for update in updates:
+        for task, lines in update.items():
+            merged.setdefault(task, []).extend(lines)
+    return merged
 
 
 @dataclass(frozen=True)
@@ -320,11 +394,18 @@ class LiveSession:
         self._buffer = np.zeros(0, dtype=np.float32)
         self._offset = 0  # samples dropped from the buffer's start: stream time = offset + buffer time
         self._decoded_to = 0  # the stream sample the speech ended at, at the last decode
+        self._audio_at_decode = 0  # the stream sample the buffer ended at, at the last decode
+        self.decodes = 0  # decodes of the buffer so far
 
     @property
     def received_s(self) -> float:
         """Seconds of audio pushed so far."""
         return self._received / SAMPLE_RATE
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio the next decode hears again: what a step's time grows with."""
+        return len(self._buffer) / SAMPLE_RATE
 
     @property
     def waiting_s(self) -> float:
@@ -422,17 +503,20 @@ class LiveSession:
             self._offset += samples
 
     def _advance(self, final: bool) -> Update:
-        committed = self._commit(final)
-        self._trim()
+        committed = _merged(self._commit(final), self._trim())
         return Update({task: committed.get(task, []) for task in self._tracks},
                       {task: track.tentative_text for task, track in self._tracks.items()}, self.language)
 
     def _commit(self, final: bool) -> dict[str, list[dict]]:
-        """Take what arrived and decode the buffer when there is new speech; the lines committed."""
+        """Take what arrived, cut the buffer where it may be and decode it; the lines committed."""
         arrived = self._take()
         if not arrived and not final:  # the same audio decoded twice would agree with itself
             return {}
-        self._trim()  # what came during a slow step may push the buffer past a cut: not decoded again
+        settled = self._trim()  # what came during a slow step may push the buffer past a cut: not decoded again
+        return _merged(settled, self._decode_new(final))
+
+    def _decode_new(self, final: bool) -> dict[str, list[dict]]:
+        """Decode the buffer when there is new speech (or at the end); the lines committed."""
         speech = find_speech(self._buffer) if len(self._buffer) else SpeechMap((), 0)
         if not speech.spans:  # nothing said: nothing decoded, and no "Thank you." over the silence
             for track in self._tracks.values():
@@ -444,47 +528,82 @@ class LiveSession:
         ):
             return {}  # too little speech yet to name its language
         heard_to = self._offset + speech.spans[-1][1]
+        if not final and self._offset + len(self._buffer) - self._audio_at_decode < MIN_NEW_AUDIO_S * SAMPLE_RATE:
+            return {}  # the audio that came is kept for the next decode
         if heard_to <= self._decoded_to:  # no new speech: a decode would only repeat the last one
             if final:
                 return {task: track.agree(track.tentative, True) for task, track in self._tracks.items()}
             if not any(track.tentative for track in self._tracks.values()):
                 return {}
-        self._decoded_to = heard_to
+        self._decoded_to, self._audio_at_decode = heard_to, self._offset + len(self._buffer)
+        self.decodes += 1
         decoded = self._decode(speech)
         return {task: track.agree(decoded[task], final) for task, track in self._tracks.items()}
 
     def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
         """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
-        encoded once), each prompted with its own committed text. The first decode names the language
-        (from the buffer's speech) and so which tasks go on."""
+        encoded once), each prompted with its own committed text and given its committed words still in
+        the buffer as written. When the transcript (or only task), so given, stops LEFT_UNSAID_S or more
+        before the speech does, it is decoded again without them: from some given words the model ends the
+        window at once, and every decode after would stop there too. (A translation's word times, which
+        follow its own words, cannot tell: judged by them, most of its decodes were run twice.) The first
+        decode names the language (from the buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
         start = self._offset / SAMPLE_RATE
-        jobs = []
-        for task in self._tracks or self.plan.tasks:
+        words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
+        speech_end = start + speech.spans[-1][1] / SAMPLE_RATE
+        stalled = [task for task in given if self._tracks[task] is self._leading()
+                   and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
+        if stalled:
+            words.update(self._decode_tasks(audio, speech, stalled, given=False)[0])
+        return words
+
+    def _decode_tasks(self, audio: Audio, speech: SpeechMap, tasks: list[str], *,
+                      given: bool) -> tuple[dict[str, list[_Word]], list[str]]:
+        """The words of one run of `tasks` on the buffer, and the tasks given words as written (`given`:
+        their committed words still in the buffer, where there are any)."""
+        start = self._offset / SAMPLE_RATE
+        jobs, given_words = [], []
+        for task in tasks:
             track = self._tracks.get(task)
             context = track.prompt(start) if track else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
+            so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8,
+                                       timed=track is self._leading()) if track and given else ()
+            if so_far:
+                given_words.append(task)
+            written_to = max(track.end - start, 0.0) if so_far and track.end is not None else 0.0
             options = dataclasses.replace(self.options.for_task(task), language=self.language,
-                                          initial_prompt=prompt or None, sample_len=self._sample_len())
-            jobs.append(self.model.job(audio, options, max_windows=DECODE_WINDOWS))
+                                          initial_prompt=prompt or None, sample_len=self._sample_len(written_to))
+            jobs.append(self.model.job(audio, options, max_windows=DECODE_WINDOWS, text_so_far=so_far))
         results = self.service.decode_jobs(jobs, self.plan, urgent=True)
         if self.language is None:
             first = next(r for r in results.values() if r is not None)
             self.language, self.language_probs = first["language"], first.get("language_probs")
             self._start_tracks()
         length = len(self._buffer) / SAMPLE_RATE
-        return {task: _decoded_words(results[task]["segments"], start, length) for task in self._tracks}
+        words = {task: _decoded_words(results[task]["segments"], start, length) for task in tasks
+                 if task in self._tracks}
+        return words, [task for task in given_words if task in words]
 
-    def _sample_len(self) -> int:
-        """The most tokens a decode of the buffer may write: its speech at a fast speaker's rate."""
-        most = self.model.net.dims.n_text_ctx // 2
-        return min(most, math.ceil(TOKENS_PER_S * len(self._buffer) / SAMPLE_RATE) + EXTRA_TOKENS)
+    def _most_tokens(self) -> int:
+        return self.model.net.dims.n_text_ctx // 2
+
+    def _sample_len(self, written_to: float) -> int:
+        """The most tokens a decode of the buffer may write after `written_to` (seconds into the buffer,
+        what it is given as written): that speech at a fast speaker's rate."""
+        seconds = max(len(self._buffer) / SAMPLE_RATE - written_to, 0.0)
+        return min(self._most_tokens(), math.ceil(TOKENS_PER_S * seconds) + EXTRA_TOKENS)
+
+    def _leading(self) -> _Track | None:
+        """The track whose word times follow the speech, by which the buffer is cut: the transcript, or the
+        only task. A translation's word times follow its own words."""
+        return self._tracks.get("transcribe") or next(iter(self._tracks.values()), None)
 
     def _unsaid_from(self) -> int | None:
-        """Where in the buffer the speech that the transcript (or the only task) has not committed starts,
-        when there is LEFT_UNSAID_S of it: a decode stopped early there. A translation's word times follow
-        its own words, not the speech."""
-        track = self._tracks.get("transcribe") or next(iter(self._tracks.values()), None)
+        """Where in the buffer the speech that the leading track has not committed starts, when there is
+        LEFT_UNSAID_S of it: a decode stopped early there."""
+        track = self._leading()
         if track is None or track.end is None:
             return None
         cut = max(round(track.end * SAMPLE_RATE) - self._offset, 0)
@@ -493,16 +612,22 @@ class LiveSession:
             return None
         return cut
 
-    def _trim(self) -> None:
-        """Drop the audio whose text every task has committed up to the end of a segment or sentence."""
-        if len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
-            return
-        ends = [track.cut for track in self._tracks.values()]
+    def _trim(self) -> dict[str, list[dict]]:
+        """Drop the audio whose transcript (or only task) is committed up to the end of a segment or
+        sentence, or past MAX_BUFFER_S up to its last committed word (one long sentence). The other task
+        commits what its last decode heard in that audio: waiting for it to agree there held the whole
+        buffer, and each decode grew with it. Returns those lines."""
+        track = self._leading()
+        if track is None or len(self._buffer) <= TRIM_AFTER_S * SAMPLE_RATE:
+            return {}
         start = self._offset / SAMPLE_RATE
-        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and any(end is None or end <= start for end in ends):
-            ends = [track.end for track in self._tracks.values()]  # no cut in the buffer: one long sentence
-        if ends and None not in ends:
-            self._drop(round(min(ends) * SAMPLE_RATE) - self._offset)
+        until = track.cut
+        if len(self._buffer) > MAX_BUFFER_S * SAMPLE_RATE and (until is None or until <= start):
+            until = track.end
+        if until is None or until <= start:
+            return {}
+        self._drop(round(until * SAMPLE_RATE) - self._offset)
+        return {task: other.settle(until) for task, other in self._tracks.items() if other is not track}
 
 
 class LiveFeed:

@@ -89,13 +89,13 @@ class SpeechModel:
         return TaskPlan.make(mode, self.translation_unavailable, translate_english=translate_english)
 
     def job(self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback | None = None, *,
-            one_pass: bool = False, max_windows: int | None = None) -> Job:
+            one_pass: bool = False, max_windows: int | None = None, text_so_far: tuple[int, ...] = ()) -> Job:
         """A long-form run of `options.task` to step with others (see `transcribe.run`)."""
         aligner = None
         if options.word_timestamps:
             aligner = functools.partial(add_word_timestamps, net=self.net, alignment_heads=self.alignment_heads)
         return Job(audio, options, self.tokenizer, progress, aligner=aligner, one_pass=one_pass,
-                   max_windows=max_windows)
+                   max_windows=max_windows, text_so_far=text_so_far)
 
     def jobs(self, audio: Audio, plan: TaskPlan, options: TranscribeOptions,
              progress: ProgressCallback | None = None) -> list[Job]:

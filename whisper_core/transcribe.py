@@ -4,6 +4,7 @@ skipping and previous-text prompts. Each run is a job that a driver steps; one d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -106,6 +107,9 @@ class Job:
     # buffer hears (a text that ends early would otherwise be decoded again from there, window after window).
     max_windows: int | None = None
     windows: int = 0  # windows whose decode was taken
+    # Tokens (timestamps included) the text of the first window is known to begin with: a live decode's
+    # committed words, read rather than decoded again.
+    text_so_far: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.options.initial_prompt:
@@ -128,9 +132,15 @@ class Job:
         if self.pending is None:
             window = Window(self.seek, min(N_FRAMES, self.audio.content_frames - self.seek))
             prompt = self.all_tokens[self.prompt_reset_since :]
-            options = self.options.decoding_options(self.options.temperature[0], prompt, self.language)
+            options = self._decoding_options(self.options.temperature[0], prompt, window)
             self.pending = _Pending(window, 0, options)
         return self.pending
+
+    def _decoding_options(self, temperature: float, prompt: list[int], window: Window) -> DecodingOptions:
+        options = self.options.decoding_options(temperature, prompt, self.language)
+        if self.text_so_far and window.seek == 0:
+            options = dataclasses.replace(options, text_so_far=self.text_so_far)
+        return options
 
     def _needs_fallback(self, result: DecodingResult) -> bool:
         o = self.options
@@ -152,7 +162,7 @@ class Job:
         next_rung = pending.rung + 1
         if self._needs_fallback(result) and next_rung < len(self.options.temperature):
             t = self.options.temperature[next_rung]
-            options = self.options.decoding_options(t, list(pending.options.prompt or []), self.language)
+            options = self._decoding_options(t, list(pending.options.prompt or []), pending.window)
             self.pending = _Pending(pending.window, next_rung, options)
             return []
         self.pending = None

@@ -56,6 +56,17 @@ class SpeechMap:
         original = self.spans[i][0] + (sample - starts[i])
         return float(min(original, self.spans[i][1], self.original_samples) / SAMPLE_RATE)
 
+    def to_speech(self, seconds: float) -> float:
+        """A moment of the original audio -> the same moment in the speech-only audio (a moment in a
+        dropped pause -> where the next stretch begins there)."""
+        sample = seconds * SAMPLE_RATE
+        kept = 0
+        for start, end in self.spans:
+            if sample < end:
+                return (kept + max(sample - start, 0)) / SAMPLE_RATE
+            kept += end - start
+        return kept / SAMPLE_RATE
+
 
 def find_speech(audio: np.ndarray, *, min_silence_ms: int = MIN_SILENCE_MS,
                 max_speech_s: float = float("inf"), pad_ms: int = SPEECH_PAD_MS) -> SpeechMap:
