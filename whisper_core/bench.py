@@ -250,6 +250,7 @@ def service_worker(spec: ServiceSpec) -> dict:
     service = TranscriptionService(load_model(device=spec.device))
     service.warm_up()
     gc.collect()
+    time.sleep(AFTER_LOAD_S)  # as after the load: the worker hands back what the warm-up freed
     idle_rss = _current_rss_mib()
     plan, options = service.model.plan("both"), make_options(temperature=0.0, batch_size=spec.batch_size)
 

@@ -31,7 +31,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def limit_arenas(arenas: int = ARENAS) -> None:
-    """Let threads share this many arenas (call before the threads start)."""
+    """Let threads share this many arenas. Arenas made before this call stay, and glibc cannot hand back the
+    free memory at the top of an arena other than the first: call it before any other thread allocates."""
     if (libc := _glibc()) is not None:
         libc.mallopt(M_ARENA_MAX, arenas)
 

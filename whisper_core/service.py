@@ -25,6 +25,9 @@ from .transcribe import Job
 MAX_BATCH_WINDOWS = {"cpu": 8, "cuda": 32}
 MAX_WAIT_S = 0.05  # how long a new step waits for more requests to join
 WARMUP_SECONDS = 1.0
+# The heap goes back to the system once the worker has had nothing to do this long: the callers free
+# their requests' audio and results only after their answers, so a trim at the last answer keeps those.
+GIVE_BACK_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,6 @@ class TranscriptionService:
         self.urgent_company = (self.max_batch if on_gpu else 0) if urgent_company is None else urgent_company
         self.stats = ServiceStats()
         self._incoming: queue.Queue[_Request] = queue.Queue()
-        heap.limit_arenas()  # before the worker and the callers' threads allocate
         self._worker = threading.Thread(target=self._work, name="whisper-worker", daemon=True)
         self._worker.start()
 
@@ -212,8 +214,11 @@ class TranscriptionService:
         rotation = itertools.count()
         while True:
             if not active:
-                heap.give_back()  # the load has ended: what it needed goes back to the system
-                active.append(self._incoming.get())
+                try:
+                    active.append(self._incoming.get(timeout=GIVE_BACK_AFTER_S))
+                except queue.Empty:
+                    heap.give_back()  # the load has ended: what it needed goes back to the system
+                    active.append(self._incoming.get())
             self._drain(active)
             self._turn(active, rotation)
 

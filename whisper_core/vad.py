@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +24,7 @@ SPEECH_PAD_MS = 400  # context kept around each stretch, so that word edges are 
 def _silero():
     """silero_vad's sequence front-end and its model: the same per-frame probabilities, hence the same
     stretches, as the stock streaming model, from one ONNX Runtime call per 16 s of audio instead of a
-    Python loop over every 32-ms frame. Each call keeps its own state, so callers need no lock. Importing
+    Python loop over every 32-ms frame. Each call keeps its own state; their model runs take turns. Importing
     the package sets torch to one thread for the whole process (a line at its top); the count torch had is
     put back, or every decode after the first voice detection would run on one core."""
     threads = torch.get_num_threads()
@@ -32,7 +34,29 @@ def _silero():
 
     torch.set_num_threads(threads)
     onnxruntime.set_default_logger_severity(3)  # its notes on initializers silero's file leaves unused
-    return get_speech_timestamps_sequence, silero_vad.load_silero_vad(sequence=True)
+    detector = silero_vad.load_silero_vad(sequence=True)
+    detector.session = _OneRunAtATime(detector.session)
+    return get_speech_timestamps_sequence, detector
+
+
+class _OneRunAtATime:
+    """An ONNX Runtime session whose calls take turns. Its memory arena keeps what its busiest moment
+    needed: eight users' voice detection at once would leave eight calls' worth of memory behind for the
+    life of the server. A call covers at most 16 s of audio, so a live speaker's detection waits for
+    one such call of an upload's, not for the whole file."""
+
+    def __init__(self, session):
+        self._session = session
+        self._lock = threading.Lock()
+        # A ZeroGPU call runs in a forked child: a lock some other thread held at the fork would never open.
+        os.register_at_fork(after_in_child=self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return self._session.run(*args, **kwargs)
 
 
 @dataclass(frozen=True)
