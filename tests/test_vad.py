@@ -87,6 +87,17 @@ def test_hallucination_threshold_keeps_real_speech(model, shared):
     assert spoken and all(not (s["start"] > 5.0 and s["end"] < 31.0) for s in spoken)
 
 
+def test_the_invention_rule_leaves_a_translation_whole(model, shared):
+    """The rule reads word times, and a translation's are a guess: on the Japanese clip, with the page's
+    options, it kept 8 of the 98 words of the English. It judges transcripts only."""
+    path = str(shared / "audio" / "ja_google_news_explainer.mp3")
+    options = {"task": "translate", "temperature": 0.0, "vad_filter": True, "word_timestamps": True}
+    ruled = model.transcribe(path, hallucination_silence_threshold=2.0, **options)["text"]
+    plain = model.transcribe(path, **options)["text"]
+    assert len(plain.split()) > 50, plain
+    assert ruled == plain
+
+
 def test_the_detector_leaves_torch_its_threads():
     """silero_vad sets torch to one thread when first imported; every decode after a detection would then
     run on one core. A fresh process, so that the first import is this one."""
