@@ -85,6 +85,17 @@ def test_file_alone_uses_the_defaults_and_english_is_not_translated(client, audi
     assert result["translation_note"] == "not needed: the speech is English"
 
 
+def test_a_long_reading_keeps_its_words_with_the_page_defaults(client, audio, manifest):
+    """The 231-s English reading as a visitor sends it. With openai-whisper's rule against invented text on
+    the detector's speech (the page's setting before), "movable metal letters in the middle of" came out
+    "movable title of": the rule found nothing invented there and cut real words."""
+    result = client.predict(handle_file(audio / "en_ljspeech_printing_longform.ogg"), api_name="/transcribe_file")
+    text = result["transcribe"]["text"]
+    assert "movable metal letters in the middle" in text.lower(), text
+    reference = next(e["reference"] for e in manifest if e["file"] == "en_ljspeech_printing_longform.ogg")
+    assert error_rate(reference, text, "en") < 0.065
+
+
 def test_url_endpoint_fetches_and_transcribes(client, audio):
     server = MediaServer({"consulat.wav": audio / "fr_sous_le_consulat.wav"})
     try:
