@@ -372,8 +372,7 @@ class LiveSession:
     long-form ones, with word times always on and temperature 0 only: a ladder would resample unsure
     windows, and sampled decodes seldom agree. The rule against text invented between silences is off:
     the voice detector already gives the model speech alone, and the rule takes the buffer's edges, cuts
-    in the speech, for silence (with the page's setting a translation, whose word times are guesses that
-    look invented, lost everything after a cut)."""
+    in the speech, for silence."""
 
     def __init__(self, service: TranscriptionService, plan: TaskPlan, options: TranscribeOptions):
         self.service = service
@@ -552,7 +551,8 @@ class LiveSession:
         start = self._offset / SAMPLE_RATE
         words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
         speech_end = start + speech.spans[-1][1] / SAMPLE_RATE
-        stalled = [task for task in given if self._tracks[task] is self._leading()
+        leading = self._leading()
+        stalled = [task for task in given if self._tracks[task] is leading
                    and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
         if stalled:
             words.update(self._decode_tasks(audio, speech, stalled, given=False)[0])
