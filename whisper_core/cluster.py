@@ -54,7 +54,9 @@ from .writers import SubtitleLayout
 READ_CPUS = 0.25
 RENDER_STEM = "out"  # the actors render `out.srt` ...; the driver names the files after the input's stem
 HEAD = "node:__internal_head__"  # a resource only the head node has
-CLIENT_SERVER_FAILED = "Starting Ray client server failed"  # Ray Client's words for a server that died starting
+# Ray Client's words for a server on the head that died as it started: its own message, or psutil's when the
+# proxy looks at the process's command line in the moment between its death and its reaping
+CLIENT_SERVER_FAILED = ("Starting Ray client server failed", "psutil.ZombieProcess", "psutil.NoSuchProcess")
 CONNECT_ATTEMPTS = 3
 CONNECT_PAUSE_S = 2.0
 
@@ -210,7 +212,7 @@ def _connect(address: str) -> None:
             ray.init(address=address, logging_level=logging.WARNING)
             return
         except ConnectionAbortedError as e:
-            if CLIENT_SERVER_FAILED not in str(e) or attempt == CONNECT_ATTEMPTS:
+            if not any(words in str(e) for words in CLIENT_SERVER_FAILED) or attempt == CONNECT_ATTEMPTS:
                 raise batch.ClusterError(f"--address {address}: {e}") from None
             ray.shutdown()
             print(f"Ray Client's server on the head did not start; connecting again ({attempt + 1} of "
