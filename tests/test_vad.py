@@ -24,6 +24,15 @@ def test_speech_map_times_back_to_the_original():
     assert len(keep_speech(audio, SpeechMap((), 160000))) == 0
 
 
+def test_a_word_across_a_join_is_timed_in_the_stretch_that_holds_most_of_it():
+    speech = SpeechMap(((16000, 32000), (80000, 96000)), original_samples=160000)
+    assert speech.span_to_original(0.9, 1.5) == (5.0, 5.5)  # begun just before the join: not at 1.9 s
+    assert speech.span_to_original(0.5, 1.1) == (1.5, 2.0)  # ended just after it: not at 5.1 s
+    assert speech.span_to_original(0.2, 0.4) == (1.2, 1.4)
+    assert speech.span_to_original(1.2, 9.0) == (5.2, 6.0)
+    assert SpeechMap((), 160000).span_to_original(0.2, 0.4) == (0.0, 0.0)
+
+
 @pytest.mark.parametrize("settings", [GREEDY, DEFAULT], ids=["greedy", "default"])
 @pytest.mark.parametrize("name", ["nonspeech_empty.mp3", "nonspeech_laughter.mp3", "nonspeech_steady_noise.wav"])
 def test_no_text_without_speech(model, shared, name, settings):
@@ -44,6 +53,22 @@ def test_speech_around_a_long_silence(model, shared, settings):
         for s in spoken:
             assert not (s["start"] > 5.0 and s["end"] < 31.0), f"{task}: text inside the silence: {s}"
             assert s["end"] <= 36.6, f"{task}: text past the end: {s}"
+
+
+@pytest.mark.parametrize("settings", [GREEDY, DEFAULT], ids=["greedy", "default"])
+def test_no_word_is_timed_across_a_long_silence(model, shared, settings):
+    """With the 29-s pause cut out, the alignment starts the second phrase's first word a little before the
+    join: that start once came back at the end of the first phrase, a word 29 s long (on the page, a
+    highlighted word and a subtitle over the silence)."""
+    result = model.transcribe(str(shared / "audio" / "fr_bonjour_long_silence.mp3"), vad_filter=True,
+                              word_timestamps=True, **settings)
+    words = [w for s in result["segments"] for w in s["words"]]
+    assert any(w["end"] < 4.5 for w in words) and any(w["start"] > 31 for w in words), words
+    for word in words:
+        assert word["end"] <= 5.0 or word["start"] >= 31.0, f"a word in the silence: {word}"
+    for segment in result["segments"]:
+        assert segment["words"] and segment["start"] == segment["words"][0]["start"], segment
+        assert segment["end"] == segment["words"][-1]["end"], segment
 
 
 def test_detector_costs_no_accuracy(model, shared, manifest):

@@ -56,9 +56,6 @@ class Audio:
         self.features: dict[int, Tensor] = {}
         self.language: tuple[str, dict[str, float]] | None = None
 
-    def original_time(self, seconds: float) -> float:
-        return seconds if self.speech is None else self.speech.to_original(seconds)
-
     @property
     def duration(self) -> float:
         return self.content_frames * HOP_LENGTH / SAMPLE_RATE
@@ -199,7 +196,7 @@ class Job:
                 if "words" in segment:
                     segment["words"] = []
             if self.audio.speech is not None:
-                _to_original_times(segment, self.audio.original_time)
+                _to_original_times(segment, self.audio.speech)
         return Kept(segments, next_seek)
 
     def _split(self, result: DecodingResult, window: Window) -> tuple[list[dict], int, bool]:
@@ -382,10 +379,13 @@ def run(net: Whisper, jobs: Sequence[Job]) -> list[dict]:
     return [job.result() for job in jobs]
 
 
-def _to_original_times(segment: dict, to_original: Callable[[float], float]) -> None:
-    """Times in the speech-only audio -> times in the input."""
-    segment["start"] = round(to_original(segment["start"]), 3)
-    segment["end"] = round(to_original(segment["end"]), 3)
+def _to_original_times(segment: dict, speech: SpeechMap) -> None:
+    """Times in the speech-only audio -> times in the input. A segment with words spans them, as
+    openai-whisper sets it, so that it neither starts nor ends in a pause its words were moved out of."""
     for word in segment.get("words", []):
-        word["start"] = round(to_original(word["start"]), 3)
-        word["end"] = round(to_original(word["end"]), 3)
+        word["start"], word["end"] = (round(t, 3) for t in speech.span_to_original(word["start"], word["end"]))
+    if segment.get("words"):
+        segment["start"], segment["end"] = segment["words"][0]["start"], segment["words"][-1]["end"]
+    else:
+        segment["start"] = round(speech.to_original(segment["start"]), 3)
+        segment["end"] = round(speech.to_original(segment["end"]), 3)

@@ -74,11 +74,28 @@ class SpeechMap:
         """A time in the speech-only audio -> the same moment in the original audio."""
         if not self.spans:
             return 0.0
-        sample = seconds * SAMPLE_RATE
+        return self._in_stretch(seconds, self._stretch_at(seconds))
+
+    def span_to_original(self, start: float, end: float) -> tuple[float, float]:
+        """A word's (start, end) in the speech-only audio -> the original's, both within the kept stretch
+        that holds its middle. The alignment often starts a word a little before the join it follows; mapped
+        alone, that start would fall at the end of the stretch before, a whole pause early."""
+        if not self.spans:
+            return 0.0, 0.0
+        stretch = self._stretch_at((start + end) / 2)
+        return self._in_stretch(start, stretch), self._in_stretch(end, stretch)
+
+    def _stretch_at(self, seconds: float) -> int:
+        """The index of the kept stretch that a time in the speech-only audio falls in."""
         starts = np.cumsum([0] + [end - start for start, end in self.spans[:-1]])
-        i = max(0, bisect.bisect_right(starts.tolist(), sample) - 1)
-        original = self.spans[i][0] + (sample - starts[i])
-        return float(min(original, self.spans[i][1], self.original_samples) / SAMPLE_RATE)
+        return max(0, bisect.bisect_right(starts.tolist(), seconds * SAMPLE_RATE) - 1)
+
+    def _in_stretch(self, seconds: float, stretch: int) -> float:
+        """A time in the speech-only audio -> the original's, held within kept stretch `stretch`."""
+        kept_before = sum(end - start for start, end in self.spans[:stretch])
+        start, end = self.spans[stretch]
+        original = min(max(start + seconds * SAMPLE_RATE - kept_before, start), end, self.original_samples)
+        return float(original / SAMPLE_RATE)
 
     def to_speech(self, seconds: float) -> float:
         """A moment of the original audio -> the same moment in the speech-only audio (a moment in a
