@@ -380,12 +380,13 @@ def run(net: Whisper, jobs: Sequence[Job]) -> list[dict]:
 
 
 def _to_original_times(segment: dict, speech: SpeechMap) -> None:
-    """Times in the speech-only audio -> times in the input. A segment with words spans them, as
-    openai-whisper sets it, so that it neither starts nor ends in a pause its words were moved out of."""
-    for word in segment.get("words", []):
-        word["start"], word["end"] = (round(t, 3) for t in speech.span_to_original(word["start"], word["end"]))
-    if segment.get("words"):
-        segment["start"], segment["end"] = segment["words"][0]["start"], segment["words"][-1]["end"]
-    else:
-        segment["start"] = round(speech.to_original(segment["start"]), 3)
-        segment["end"] = round(speech.to_original(segment["end"]), 3)
+    """Times in the speech-only audio -> times in the input. Each word stays in the stretch of speech that
+    holds its middle, and the segment's edges in its first and last words' stretches, so that neither
+    reaches into a pause that was cut out."""
+    words = segment.get("words") or []
+    stretches = [speech.stretch_at((word["start"] + word["end"]) / 2) for word in words]
+    for word, stretch in zip(words, stretches, strict=True):
+        word["start"] = round(speech.to_original(word["start"], stretch), 3)
+        word["end"] = round(speech.to_original(word["end"], stretch), 3)
+    segment["start"] = round(speech.to_original(segment["start"], stretches[0] if words else None), 3)
+    segment["end"] = round(speech.to_original(segment["end"], stretches[-1] if words else None), 3)

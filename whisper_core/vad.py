@@ -70,32 +70,23 @@ class SpeechMap:
     def speech_samples(self) -> int:
         return sum(end - start for start, end in self.spans)
 
-    def to_original(self, seconds: float) -> float:
-        """A time in the speech-only audio -> the same moment in the original audio."""
+    def to_original(self, seconds: float, stretch: int | None = None) -> float:
+        """A time in the speech-only audio -> the same moment in the original audio, held within kept
+        stretch `stretch` when one is given (see `stretch_at`)."""
         if not self.spans:
             return 0.0
-        return self._in_stretch(seconds, self._stretch_at(seconds))
-
-    def span_to_original(self, start: float, end: float) -> tuple[float, float]:
-        """A word's (start, end) in the speech-only audio -> the original's, both within the kept stretch
-        that holds its middle. The alignment often starts a word a little before the join it follows; mapped
-        alone, that start would fall at the end of the stretch before, a whole pause early."""
-        if not self.spans:
-            return 0.0, 0.0
-        stretch = self._stretch_at((start + end) / 2)
-        return self._in_stretch(start, stretch), self._in_stretch(end, stretch)
-
-    def _stretch_at(self, seconds: float) -> int:
-        """The index of the kept stretch that a time in the speech-only audio falls in."""
-        starts = np.cumsum([0] + [end - start for start, end in self.spans[:-1]])
-        return max(0, bisect.bisect_right(starts.tolist(), seconds * SAMPLE_RATE) - 1)
-
-    def _in_stretch(self, seconds: float, stretch: int) -> float:
-        """A time in the speech-only audio -> the original's, held within kept stretch `stretch`."""
+        stretch = self.stretch_at(seconds) if stretch is None else stretch
         kept_before = sum(end - start for start, end in self.spans[:stretch])
         start, end = self.spans[stretch]
         original = min(max(start + seconds * SAMPLE_RATE - kept_before, start), end, self.original_samples)
         return float(original / SAMPLE_RATE)
+
+    def stretch_at(self, seconds: float) -> int:
+        """The index of the kept stretch that a time in the speech-only audio falls in. A word belongs to
+        the stretch of its middle: the alignment often starts a word a little before the join it follows,
+        and that start, mapped on its own, would fall at the end of the stretch before, a pause early."""
+        starts = np.cumsum([0] + [end - start for start, end in self.spans[:-1]])
+        return max(0, bisect.bisect_right(starts.tolist(), seconds * SAMPLE_RATE) - 1)
 
     def to_speech(self, seconds: float) -> float:
         """A moment of the original audio -> the same moment in the speech-only audio (a moment in a
