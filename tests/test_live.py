@@ -427,6 +427,22 @@ def test_committed_lines_are_joined_into_sentences_for_the_reader():
     assert join_lines([line(0.0, 1.0, "我们"), line(1.2, 2.0, "今天")])[0]["text"] == "我们今天"
 
 
+def test_a_decode_that_takes_up_a_phrase_again_is_seen_repeating():
+    """New words that say again four words of the committed tail, or of themselves, are a loop being taken
+    up (the session then decodes that task again without its given words); new words that go on, or repeat
+    fewer words, are not."""
+    def words(text: str, at: float) -> list[_Word]:
+        return [_Word(f" {w}", at + i * 0.3, at + i * 0.3 + 0.2, 0, False) for i, w in enumerate(text.split())]
+
+    track = _Track()
+    track.committed = words("so it's a very interesting picture but it's very", 0.0)
+    assert track.repeats(words("interesting it's a very interesting picture", 3.0))
+    assert track.repeats(words("obviously we click on the icons we click on the icons", 3.0))
+    assert not track.repeats(words("interesting so obviously you have to add the interfaces", 3.0))
+    assert not track.repeats(words("interesting very very often", 3.0))
+    assert not _Track().repeats(words("it's a very interesting picture", 0.0))
+
+
 def test_a_decode_stuck_in_a_loop_keeps_the_phrase_once():
     """A phrase of two words or more written three times in a row is kept once and what follows dropped;
     a word said three times, or a phrase said twice, is speech and stays."""

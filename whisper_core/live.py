@@ -68,6 +68,12 @@ TOKENS_PER_S = 10
 EXTRA_TOKENS = 10
 LOOP_REPEATS = 3
 LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
+# A decode given its task's committed words may take up a phrase they repeat and go on repeating it (a
+# translation of French speech wrote "it's a very interesting picture" over and over while the transcript
+# went on). A task whose new words say again a phrase of REPEAT_WORDS words of its last committed words or of
+# themselves is decoded again without the given words, as a stalled transcript is.
+REPEAT_WORDS = 4
+REPEAT_TAIL = 12  # committed words looked at
 # Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
 DECODE_WINDOWS = 2
 # A decode waits for this much new audio (a second's chunks, less the few milliseconds a resampler holds
@@ -232,6 +238,19 @@ class _Track:
             if found:
                 return words[min(found, key=lambda after: abs(words[after - 1].end - end)) :]
         return [w for w in words if w.middle > end]
+
+    def repeats(self, words: list[_Word]) -> bool:
+        """A decode's new words say again a phrase of REPEAT_WORDS words that the last committed words or
+        the new words themselves already said: the model is taking up a loop."""
+        keys = [w.key for w in self.committed[-REPEAT_TAIL:]] + [w.key for w in self._unheard(words)]
+        new_from = min(len(self.committed), REPEAT_TAIL)
+        seen: set[tuple[str, ...]] = set()
+        for i in range(len(keys) - REPEAT_WORDS + 1):
+            phrase = tuple(keys[i : i + REPEAT_WORDS])
+            if i + REPEAT_WORDS > new_from and phrase in seen:
+                return True
+            seen.add(phrase)
+        return False
 
     def agree(self, words: list[_Word], final: bool) -> list[dict]:
         """Commit what this decode and the one before agree on (all of it when `final`); returns the new
@@ -554,8 +573,9 @@ class LiveSession:
         leading = self._leading()
         stalled = [task for task in given if self._tracks[task] is leading
                    and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
-        if stalled:
-            words.update(self._decode_tasks(audio, speech, stalled, given=False)[0])
+        repeating = [task for task in given if task not in stalled and self._tracks[task].repeats(words[task])]
+        if stalled or repeating:
+            words.update(self._decode_tasks(audio, speech, stalled + repeating, given=False)[0])
         return words
 
     def _decode_tasks(self, audio: Audio, speech: SpeechMap, tasks: list[str], *,
