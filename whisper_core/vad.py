@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import os
 import threading
 from dataclasses import dataclass
@@ -76,17 +77,21 @@ class SpeechMap:
         if not self.spans:
             return 0.0
         stretch = self.stretch_at(seconds) if stretch is None else stretch
-        kept_before = sum(end - start for start, end in self.spans[:stretch])
         start, end = self.spans[stretch]
-        original = min(max(start + seconds * SAMPLE_RATE - kept_before, start), end, self.original_samples)
+        original = min(max(start + seconds * SAMPLE_RATE - self._kept_before[stretch], start), end,
+                       self.original_samples)
         return float(original / SAMPLE_RATE)
 
     def stretch_at(self, seconds: float) -> int:
         """The index of the kept stretch that a time in the speech-only audio falls in. A word belongs to
         the stretch of its middle: the alignment often starts a word a little before the join it follows,
         and that start, mapped on its own, would fall at the end of the stretch before, a pause early."""
-        starts = np.cumsum([0] + [end - start for start, end in self.spans[:-1]])
-        return max(0, bisect.bisect_right(starts.tolist(), seconds * SAMPLE_RATE) - 1)
+        return max(0, bisect.bisect_right(self._kept_before, seconds * SAMPLE_RATE) - 1)
+
+    @functools.cached_property
+    def _kept_before(self) -> list[int]:
+        """Samples of speech before each stretch: where each begins in the speech-only audio."""
+        return list(itertools.accumulate((end - start for start, end in self.spans[:-1]), initial=0))
 
     def to_speech(self, seconds: float) -> float:
         """A moment of the original audio -> the same moment in the speech-only audio (a moment in a
