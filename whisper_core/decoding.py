@@ -307,6 +307,14 @@ class _CacheRows:
     def from_cache_order(self, x: Tensor) -> Tensor:
         return x if self._index is None else x[self._index]
 
+    def keep(self, windows: list[int]) -> None:
+        """Only the hypotheses of `windows` go on; the caches move each kept window's rows down as a
+        block (`DecoderState.keep_windows`), so a hypothesis keeps its place within its window."""
+        n = self.n_group
+        self.row_of = [self.row_of[w * n + j] - (w - new) * n for new, w in enumerate(windows) for j in range(n)]
+        identity = self.row_of == list(range(len(self.row_of)))
+        self._index = None if identity else torch.tensor(self.row_of, device=self.device)
+
     def follow(self, parents: list[int], state: DecoderState) -> None:
         """Hypothesis r now continues hypothesis parents[r] (of the same window)."""
         if parents == list(range(len(parents))):
@@ -355,10 +363,10 @@ def _shared_windows(indices: list[int]) -> list[int] | None:
 
 class TokenDecoder(ABC):
     """How the next token of every row is chosen (openai-whisper's interface): `update` extends the
-    rows by one token, `finalize` gives each window's candidates. The rows are each window's `n_group`
+    rows by one token, `finalize` gives windows' candidates. The rows are each window's `n_group`
     rows in turn, and tokens before `sample_begin` are the prompt. A row whose own text fills the
     context stops there, as it would if decoded alone: `max_length` [rows] is a row's left padding plus
-    the text context."""
+    the text context. `keep` drops finished windows from the rows (see `decode_batch`)."""
 
     def __init__(self, n_group: int, eot: int, sample_begin: int, max_length: Tensor):
         self.n_group = n_group
@@ -380,9 +388,18 @@ class TokenDecoder(ABC):
         every row is done."""
 
     @abstractmethod
-    def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[list[int]]], list[list[float]]]:
-        """Each window's candidates (the tokens after the prompt, perhaps running on past end-of-text)
-        and their summed log-probabilities."""
+    def ended(self) -> list[bool]:
+        """Whether each window in the rows is done."""
+
+    @abstractmethod
+    def keep(self, windows: list[int]) -> None:
+        """Only the rows of `windows` (positions in the rows, ascending) go on."""
+
+    @abstractmethod
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor,
+                 windows: list[int]) -> tuple[list[list[list[int]]], list[list[float]]]:
+        """The candidates of `windows` (the tokens after the prompt, perhaps running on past
+        end-of-text) and their summed log-probabilities."""
 
 
 class GreedyDecoder(TokenDecoder):
@@ -392,7 +409,7 @@ class GreedyDecoder(TokenDecoder):
     def __init__(self, temperature: float, n_group: int, eot: int, sample_begin: int, max_length: Tensor):
         super().__init__(n_group, eot, sample_begin, max_length)
         self.temperature = temperature
-        self.ended = torch.zeros(max_length.shape, dtype=torch.bool, device=max_length.device)
+        self.row_ended = torch.zeros(max_length.shape, dtype=torch.bool, device=max_length.device)
 
     def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
         if self.temperature == 0:
@@ -401,17 +418,26 @@ class GreedyDecoder(TokenDecoder):
             next_tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
         logprobs = F.log_softmax(logits, dim=-1)
         current = logprobs[torch.arange(logprobs.shape[0], device=logits.device), next_tokens]
-        sum_logprobs += current * ~self.ended
-        next_tokens = next_tokens.masked_fill(self.ended, self.eot)
+        sum_logprobs += current * ~self.row_ended
+        next_tokens = next_tokens.masked_fill(self.row_ended, self.eot)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
-        self.ended |= (next_tokens == self.eot) | (tokens.shape[1] > self.max_length)
-        return tokens, bool(self.ended.all())
+        self.row_ended |= (next_tokens == self.eot) | (tokens.shape[1] > self.max_length)
+        return tokens, bool(self.row_ended.all())
 
-    def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[list[int]]], list[list[float]]]:
+    def ended(self) -> list[bool]:
+        return self.row_ended.view(-1, self.n_group).all(dim=1).tolist()
+
+    def keep(self, windows: list[int]) -> None:
+        rows = _rows_of(windows, self.n_group, self.row_ended.device)
+        self.row_ended = self.row_ended[rows]
+        self.max_length = self.max_length[rows]
+
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor,
+                 windows: list[int]) -> tuple[list[list[list[int]]], list[list[float]]]:
+        n = self.n_group
         sampled = tokens[:, self.sample_begin :].tolist()
         totals = sum_logprobs.tolist()
-        starts = range(0, len(sampled), self.n_group)
-        return [sampled[s : s + self.n_group] for s in starts], [totals[s : s + self.n_group] for s in starts]
+        return [sampled[w * n : (w + 1) * n] for w in windows], [totals[w * n : (w + 1) * n] for w in windows]
 
 
 class BeamSearchDecoder(TokenDecoder):
@@ -470,14 +496,31 @@ class BeamSearchDecoder(TokenDecoder):
         self.active = [a and length <= limit for a, limit in zip(self.active, self.window_max_length, strict=True)]
         return tokens, not any(self.active)
 
-    def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[list[int]]], list[list[float]]]:
+    def ended(self) -> list[bool]:
+        return [not active for active in self.active]
+
+    def keep(self, windows: list[int]) -> None:
+        self.groups = [self.groups[w] for w in windows]
+        self.active = [self.active[w] for w in windows]
+        self.window_max_length = [self.window_max_length[w] for w in windows]
+        self.max_length = self.max_length[_rows_of(windows, self.n_group, self.max_length.device)]
+        self.cache_rows.keep(windows)
+
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor,
+                 windows: list[int]) -> tuple[list[list[list[int]]], list[list[float]]]:
         n = self.n_group
         prefixes = tokens.tolist()
         totals = sum_logprobs.tolist()
-        for g, group in enumerate(self.groups):
-            group.finalize(prefixes[g * n : (g + 1) * n], totals[g * n : (g + 1) * n])
-        candidates = [[list(sequence[self.sample_begin :]) for sequence in group.finished] for group in self.groups]
-        return candidates, [list(group.finished.values()) for group in self.groups]
+        groups = [self.groups[w] for w in windows]
+        for w, group in zip(windows, groups, strict=True):
+            group.finalize(prefixes[w * n : (w + 1) * n], totals[w * n : (w + 1) * n])
+        candidates = [[list(sequence[self.sample_begin :]) for sequence in group.finished] for group in groups]
+        return candidates, [list(group.finished.values()) for group in groups]
+
+
+def _rows_of(windows: list[int], n_group: int, device) -> Tensor:
+    """The rows of `windows`, each window's `n_group` consecutive rows."""
+    return torch.tensor([w * n_group + j for w in windows for j in range(n_group)], dtype=torch.long, device=device)
 
 
 def _token_decoder(requests: list[WindowRequest], sample_begin: int, max_length: Tensor,
@@ -543,7 +586,9 @@ def _result(request: WindowRequest, candidates: list[list[int]], scores: list[fl
 @torch.inference_mode()
 def decode_batch(model: Whisper, audio_features: Tensor, requests: list[WindowRequest]) -> list[DecodingResult]:
     """Decode windows together, one result per request. All requests must share the temperature and
-    the group size; prompts may differ in length (rows are left-padded)."""
+    the group size; prompts may differ in length (rows are left-padded). A window whose requests are all
+    done leaves the batch at once: the others' steps then no longer compute its rows or read its keys and
+    values (a batch of chunks ends a few dozen tokens apart)."""
     if not requests:
         return []
     options0 = requests[0].options
@@ -556,9 +601,19 @@ def decode_batch(model: Whisper, audio_features: Tensor, requests: list[WindowRe
     sample_len = max(r.options.sample_len or n_ctx // 2 for r in requests)
     tokens, last, state, no_speech_probs = _run_prompts(model, audio_features, requests, n_group, sample_len)
     width = tokens.shape[1]
-    rule_spans = _rule_spans([_LogitRules(r.options, r.tokenizer, width, model.device) for r in requests], n_group)
+    rules = [_LogitRules(r.options, r.tokenizer, width, model.device) for r in requests]
+    rule_spans = _rule_spans(rules, n_group)
     decoder = _token_decoder(requests, width, state.pad + n_ctx, state)
     sum_logprobs = torch.zeros(tokens.shape[0], device=model.device, dtype=torch.float32)
+    per_window = len(requests) // state.windows  # requests folded onto one window's keys and values
+    live = list(range(len(requests)))  # the requests still in the batch, in row order
+    results: list[DecodingResult | None] = [None] * len(requests)
+
+    def finish(positions: list[int]) -> None:
+        candidates, scores = decoder.finalize(tokens, sum_logprobs, positions)
+        for position, window_candidates, window_scores in zip(positions, candidates, scores, strict=True):
+            r = live[position]
+            results[r] = _result(requests[r], window_candidates, window_scores, decoder.eot, no_speech_probs[r])
 
     for step in range(sample_len):
         if step > 0:
@@ -570,13 +625,21 @@ def decode_batch(model: Whisper, audio_features: Tensor, requests: list[WindowRe
         tokens, done = decoder.update(tokens, logits, sum_logprobs)
         if done:
             break
+        ended = decoder.ended()
+        windows = range(len(live) // per_window)
+        kept = [w for w in windows if not all(ended[w * per_window : (w + 1) * per_window])]
+        if len(kept) < len(windows):
+            positions = [w * per_window + i for w in kept for i in range(per_window)]
+            finish(sorted(set(range(len(live))) - set(positions)))
+            rows = _rows_of(positions, n_group, tokens.device)
+            tokens, sum_logprobs = tokens[rows], sum_logprobs[rows]
+            decoder.keep(positions)
+            state.keep_windows(kept)
+            live = [live[p] for p in positions]
+            rule_spans = _rule_spans([rules[r] for r in live], n_group)
 
-    candidates, scores = decoder.finalize(tokens, sum_logprobs)
-    return [
-        _result(request, window_candidates, window_scores, decoder.eot, no_speech_prob)
-        for request, window_candidates, window_scores, no_speech_prob
-        in zip(requests, candidates, scores, no_speech_probs, strict=True)
-    ]
+    finish(list(range(len(live))))
+    return results
 
 
 def decode(

@@ -7,6 +7,19 @@ import torch
 from torch import Tensor
 
 
+def keep_blocks(x: Tensor, blocks: list[int], size: int, held: int | None = None) -> Tensor:
+    """The leading view of `x` that holds only its blocks of `size` rows listed in `blocks` (ascending),
+    each moved down in place: no new memory, so that dropping finished windows from a batch never raises
+    its peak. `held`: only the first `held` positions of dim 2 are moved (a cache's filled part)."""
+    for new, old in enumerate(blocks):
+        if new != old:
+            target, source = x[new * size : (new + 1) * size], x[old * size : (old + 1) * size]
+            if held is not None:
+                target, source = target[:, :, :held], source[:, :, :held]
+            target.copy_(source)
+    return x[: len(blocks) * size]
+
+
 class SharedPrompt:
     """One layer's keys and values of a prompt that `group` consecutive rows continue (the beams or
     samples of one window), kept once instead of once per row. Each row attends to it and to its own
@@ -41,6 +54,13 @@ class SharedPrompt:
         from_prompt = to_prompt.view(prompts, self.group, n_head, length).transpose(1, 2) @ self.values
         return from_prompt.transpose(1, 2).reshape(rows, n_head, 1, head_dim) + to_own @ own_v
 
+    def keep(self, blocks: list[int], size: int) -> None:
+        """Only the prompts in `blocks` of `size` prompts go on."""
+        self.keys_t = keep_blocks(self.keys_t, blocks, size)
+        self.values = keep_blocks(self.values, blocks, size)
+        if self.mask is not None:
+            self.mask = keep_blocks(self.mask, blocks, size)
+
 
 class LayerCache:
     """Preallocated key/value buffers of one decoder layer's self-attention, filled left to right.
@@ -68,6 +88,14 @@ class LayerCache:
         held = self.length - self._start
         self.k[targets, :, :held] = self.k[sources, :, :held]
         self.v[targets, :, :held] = self.v[sources, :, :held]
+
+    def keep(self, blocks: list[int], rows: int, prompts: int) -> None:
+        """Only `blocks` go on, each `rows` consecutive rows continuing `prompts` shared prompts."""
+        held = self.length - self._start
+        self.k = keep_blocks(self.k, blocks, rows, held)
+        self.v = keep_blocks(self.v, blocks, rows, held)
+        if self.prompt is not None:
+            self.prompt.keep(blocks, prompts)
 
     def share_prompt(self, times: int, pad: Tensor) -> None:
         """What each row holds becomes a prompt shared by `times` consecutive new rows, each with an
@@ -103,6 +131,22 @@ class DecoderState:
         """Rows of one window trade histories (beam search); their padding is the same, so it stays."""
         for cache in self.caches:
             cache.copy_rows(targets, sources)
+
+    @property
+    def windows(self) -> int:
+        """Audio windows whose keys and values the rows attend to (consecutive rows share one)."""
+        return self.cross_kv[0][0].shape[0]
+
+    def keep_windows(self, windows: list[int]) -> None:
+        """Only the rows of `windows` (ascending) go on: a batch drops the windows it has finished, so that
+        its steps no longer read their keys and values. The rows' padding stays as it was, and so does
+        whether any row is padded: every kept row is computed as before."""
+        rows = len(self.pad) // self.windows
+        prompts = self.caches[0].prompt.keys_t.shape[0] // self.windows if self.shares_prompt else 0
+        for cache in self.caches:
+            cache.keep(windows, rows, prompts)
+        self.cross_kv = [(keep_blocks(k, windows, 1), keep_blocks(v, windows, 1)) for k, v in self.cross_kv]
+        self.pad = self.pad.view(-1, rows)[windows].flatten()
 
     def share_prompt(self, times: int) -> None:
         """Each row becomes `times` consecutive rows that continue it: the beams or samples of a window
