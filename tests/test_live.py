@@ -443,32 +443,6 @@ def test_a_decode_that_takes_up_a_phrase_again_is_seen_repeating():
     assert not _Track().repeats(words("it's a very interesting picture", 0.0))
 
 
-def test_a_loop_is_not_committed_whichever_decode_wrote_it():
-    """Six words or more of the committed tail said again at once are a loop: not committed, by agreement
-    or as the buffer is cut, nor what the decode wrote after them; a speaker who says a few words again is
-    heard."""
-    def words(text: str, at: float) -> list[_Word]:
-        return [_Word(f" {w}", at + i * 0.3, at + i * 0.3 + 0.2, 0, False) for i, w in enumerate(text.split())]
-
-    def said(track: _Track) -> str:
-        return " ".join(w.text.strip() for w in track.committed)
-
-    phrase = "the smartphone is not only the way they interact between"
-    track = _Track()
-    track.agree(words(phrase, 0.0), final=True)
-    assert track.agree(words(f"{phrase} people and computers", 3.0), final=True) == []
-    assert said(track) == phrase
-    track.tentative = words(f"{phrase} people", 3.0)
-    assert track.settle(10.0) == [] and said(track) == phrase
-    track.agree(words("people and computers", 6.0), final=True)
-    assert said(track) == f"{phrase} people and computers"
-
-    speaker = _Track()
-    speaker.agree(words("we click on the icons", 0.0), final=True)
-    speaker.agree(words("we click on the icons again", 2.0), final=True)
-    assert said(speaker) == "we click on the icons we click on the icons again"
-
-
 def test_a_decode_stuck_in_a_loop_keeps_the_phrase_once():
     """A phrase of two words or more written three times in a row is kept once and what follows dropped;
     a word said three times, or a phrase said twice, is speech and stays."""

@@ -74,12 +74,6 @@ LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
 # themselves is decoded again without the given words, as a stalled transcript is.
 REPEAT_WORDS = 4
 REPEAT_TAIL = 12  # committed words looked at
-# Whatever decode wrote them, words that say again a phrase this long of the last REPEAT_TAIL committed words
-# (or of themselves) are not committed, nor what follows them in that decode: a decode without given words
-# may loop too, and its loop was committed by agreement ("the smartphone, is not only the way they interact
-# between" twice in a row). A speaker who says four words again is heard; a phrase of six said again at once
-# is a loop.
-REPEAT_COMMIT_WORDS = 6
 # Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
 DECODE_WINDOWS = 2
 # A decode waits for this much new audio (a second's chunks, less the few milliseconds a resampler holds
@@ -248,27 +242,15 @@ class _Track:
     def repeats(self, words: list[_Word]) -> bool:
         """A decode's new words say again a phrase of REPEAT_WORDS words that the last committed words or
         the new words themselves already said: the model is taking up a loop."""
-        unheard = self._unheard(words)
-        return self._first_repeat(unheard, REPEAT_WORDS) < len(unheard)
-
-    def _first_repeat(self, new: list[_Word], length: int) -> int:
-        """How many of `new` come before the first phrase of `length` words that the last committed words
-        or `new` itself already said (all of them when none is)."""
-        tail = [w.key for w in self.committed[-REPEAT_TAIL:]]
-        keys = tail + [w.key for w in new]
+        keys = [w.key for w in self.committed[-REPEAT_TAIL:]] + [w.key for w in self._unheard(words)]
+        new_from = min(len(self.committed), REPEAT_TAIL)
         seen: set[tuple[str, ...]] = set()
-        for i in range(len(keys) - length + 1):
-            phrase = tuple(keys[i : i + length])
-            if i + length > len(tail) and phrase in seen:
-                return max(i - len(tail), 0)
+        for i in range(len(keys) - REPEAT_WORDS + 1):
+            phrase = tuple(keys[i : i + REPEAT_WORDS])
+            if i + REPEAT_WORDS > new_from and phrase in seen:
+                return True
             seen.add(phrase)
-        return len(new)
-
-    def _commit(self, new: list[_Word]) -> list[_Word]:
-        """Commit `new` up to a loop (see REPEAT_COMMIT_WORDS); returns what was committed."""
-        new = new[: self._first_repeat(new, REPEAT_COMMIT_WORDS)]
-        self.committed.extend(new)
-        return new
+        return False
 
     def agree(self, words: list[_Word], final: bool) -> list[dict]:
         """Commit what this decode and the one before agree on (all of it when `final`); returns the new
@@ -281,7 +263,7 @@ class _Track:
             ):
                 agreed += 1
         new, self.tentative = unheard[:agreed], unheard[agreed:]
-        new = self._commit(new)
+        self.committed.extend(new)
         if self.committed:  # where this decode, which sees more, puts the segment ends of the committed text
             ends = [w.end for w in words if w.closes and w.end <= self.committed[-1].end]
             self.cut = max([*ends, self.cut or 0.0]) if ends else self.cut
@@ -294,7 +276,8 @@ class _Track:
         while heard < len(self.tentative) and self.tentative[heard].middle <= until:
             heard += 1
         new, self.tentative = self.tentative[:heard], self.tentative[heard:]
-        return self._lines(self._commit(new))
+        self.committed.extend(new)
+        return self._lines(new)
 
     def _lines(self, new: list[_Word]) -> list[dict]:
         """The newly committed words as lines, a line that repeats the one before it left out."""
