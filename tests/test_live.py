@@ -20,6 +20,7 @@ from whisper_core.live import (
     LivePlaces,
     LiveSession,
     Resampler,
+    _key,
     _Track,
     _until_loop,
     _Word,
@@ -429,7 +430,7 @@ def test_committed_lines_are_joined_into_sentences_for_the_reader():
 
 def test_a_decode_that_takes_up_a_phrase_again_is_seen_repeating():
     """New words that say again four words of the committed tail, or of themselves, are a loop being taken
-    up (the session then decodes that task again without its given words); new words that go on, or repeat
+    up (the session then decodes that task again from the audio alone); new words that go on, or repeat
     fewer words, are not."""
     def words(text: str, at: float) -> list[_Word]:
         return [_Word(f" {w}", at + i * 0.3, at + i * 0.3 + 0.2, 0, False) for i, w in enumerate(text.split())]
@@ -441,6 +442,36 @@ def test_a_decode_that_takes_up_a_phrase_again_is_seen_repeating():
     assert not track.repeats(words("interesting so obviously you have to add the interfaces", 3.0))
     assert not track.repeats(words("interesting very very often", 3.0))
     assert not _Track().repeats(words("it's a very interesting picture", 0.0))
+
+
+def test_a_decode_that_takes_up_a_phrase_again_is_decoded_again_without_the_committed_text(service, jfk):
+    """Committed text that the speech goes on to say again ("ask not what your", from before the buffer)
+    is the prompt of the first decode; its new words repeat it, so the task is decoded once more without
+    that prompt (a prompt that said "the same as the same thing" made a last decode loop), and what is
+    committed is the speech as heard."""
+    session = LiveSession(service, service.model.plan("transcribe"), make_options(language="en", temperature=0.0))
+    session.push(np.zeros(5 * SAMPLE_RATE, dtype=np.float32))
+    session.step()  # silence: the buffer is cut to its last second, what the committed words' audio was
+    said = "Ask not what your"
+    track = session._tracks["transcribe"]
+    track.committed = [_Word(f" {w}", 1.0 + i * 0.5, 1.4 + i * 0.5, 0, i == 3) for i, w in enumerate(said.split())]
+    track.lines = [{"start": 1.0, "end": 2.9, "text": said, "words": [w.as_dict() for w in track.committed]}]
+    prompts = []
+    decode_jobs = service.decode_jobs
+
+    def recording_prompts(jobs, plan, **kwargs):
+        prompts.append([job.options.initial_prompt for job in jobs])
+        return decode_jobs(jobs, plan, **kwargs)
+
+    service.decode_jobs = recording_prompts
+    try:
+        session.push(jfk[0])
+        session.finish()
+    finally:
+        del service.decode_jobs
+    assert prompts[:2] == [[said], [None]], prompts
+    heard = " ".join(_key(word) for word in session.text("transcribe").split())
+    assert "and so my fellow americans ask not what your country can do for you" in heard, heard
 
 
 def test_a_decode_stuck_in_a_loop_keeps_the_phrase_once():

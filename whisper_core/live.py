@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +68,12 @@ TOKENS_PER_S = 10
 EXTRA_TOKENS = 10
 LOOP_REPEATS = 3
 LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
-# A decode given its task's committed words may take up a phrase they repeat and go on repeating it (a
-# translation of French speech wrote "it's a very interesting picture" over and over while the transcript
-# went on). A task whose new words say again a phrase of REPEAT_WORDS words of its last committed words or of
-# themselves is decoded again without the given words, as a stalled transcript is.
+# A decode may take up a phrase of its task's committed words (given as written, or in the prompt) and go on
+# repeating it (a translation of French speech wrote "it's a very interesting picture" over and over while the
+# transcript went on; a last decode at Stop wrote "it's the same thing" three times for ten seconds of speech,
+# from a prompt that said "the same as the same thing"). A task whose new words say again a phrase of
+# REPEAT_WORDS words of its last committed words or of themselves is decoded again from the audio alone:
+# without the given words and without the committed text as its prompt.
 REPEAT_WORDS = 4
 REPEAT_TAIL = 12  # committed words looked at
 # Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
@@ -564,8 +566,9 @@ class LiveSession:
         the buffer as written. When the transcript (or only task), so given, stops LEFT_UNSAID_S or more
         before the speech does, it is decoded again without them: from some given words the model ends the
         window at once, and every decode after would stop there too. (A translation's word times, which
-        follow its own words, cannot tell: judged by them, most of its decodes were run twice.) The first
-        decode names the language (from the buffer's speech) and so which tasks go on."""
+        follow its own words, cannot tell: judged by them, most of its decodes were run twice.) A task whose
+        decode takes up a loop is decoded again from the audio alone (REPEAT_WORDS). The first decode names
+        the language (from the buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
         start = self._offset / SAMPLE_RATE
         words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
@@ -573,20 +576,21 @@ class LiveSession:
         leading = self._leading()
         stalled = [task for task in given if self._tracks[task] is leading
                    and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
-        repeating = [task for task in given if task not in stalled and self._tracks[task].repeats(words[task])]
+        repeating = [task for task in words if task not in stalled and self._tracks[task].repeats(words[task])]
         if stalled or repeating:
-            words.update(self._decode_tasks(audio, speech, stalled + repeating, given=False)[0])
+            words.update(self._decode_tasks(audio, speech, stalled + repeating, given=False, unprompted=repeating)[0])
         return words
 
-    def _decode_tasks(self, audio: Audio, speech: SpeechMap, tasks: list[str], *,
-                      given: bool) -> tuple[dict[str, list[_Word]], list[str]]:
+    def _decode_tasks(self, audio: Audio, speech: SpeechMap, tasks: list[str], *, given: bool,
+                      unprompted: Collection[str] = ()) -> tuple[dict[str, list[_Word]], list[str]]:
         """The words of one run of `tasks` on the buffer, and the tasks given words as written (`given`:
-        their committed words still in the buffer, where there are any)."""
+        their committed words still in the buffer, where there are any). The tasks in `unprompted` are
+        not given their committed text as the prompt."""
         start = self._offset / SAMPLE_RATE
         jobs, given_words = [], []
         for task in tasks:
             track = self._tracks.get(task)
-            context = track.prompt(start) if track else ""
+            context = track.prompt(start) if track and task not in unprompted else ""
             prompt = " ".join(filter(None, [self.options.initial_prompt, context]))
             so_far = track.text_so_far(start, speech, self.model.tokenizer, self._most_tokens() - 8,
                                        timed=track is self._leading()) if track and given else ()
