@@ -207,6 +207,35 @@ def test_one_session_transcribes_and_translates(consulat):
     assert history[-1]["translate"]
 
 
+def test_a_translation_that_stops_early_at_the_end_is_decoded_again(service, shared):
+    """At the end of the stream nothing comes after the last decode: a translation that, given its committed
+    words, ends LEFT_UNSAID_S before the speech does is decoded again without them (during the stream its
+    word times cannot tell; at its end, what it leaves out would be lost). The early end is made here by
+    cutting the given decode's English after its first words."""
+    samples = load_audio(str(shared / "audio" / "fr_sous_le_consulat.wav"))
+    session = LiveSession(service, service.model.plan("both"), make_options(language="fr", temperature=0.0))
+    for end in (4, 5):
+        session.push(samples[(end - 1 if end > 4 else 0) * SAMPLE_RATE : end * SAMPLE_RATE])
+        session.step()
+    assert session.text("translate"), "two decodes agreed on the first English words"
+    session.push(samples[5 * SAMPLE_RATE :])
+    runs = []
+    decode_tasks = session._decode_tasks
+
+    def cut_short(audio, speech, tasks, *, given, **kwargs):
+        words, given_words = decode_tasks(audio, speech, tasks, given=given, **kwargs)
+        runs.append((tasks, given, given_words))
+        if given and "translate" in given_words:
+            words["translate"] = [w for w in words["translate"] if w.end <= 2.5]
+        return words, given_words
+
+    session._decode_tasks = cut_short
+    session.finish()
+    assert runs[0][2] == ["transcribe", "translate"] and (["translate"], False) in [r[:2] for r in runs[1:]], runs
+    late = [w["word"] for line in session.segments("translate") for w in line["words"] if w["start"] > 2.5]
+    assert len(late) >= 4, session.text("translate")  # the second half of the sentence
+
+
 @pytest.mark.parametrize("cut_s", [13.5, 58.5])
 def test_a_buffer_cut_mid_speech_keeps_its_text_with_the_pages_options(service, shared, cut_s):
     """The page asks for the rule against text invented between silences; a live buffer starts and ends

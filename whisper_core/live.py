@@ -557,16 +557,18 @@ class LiveSession:
                 return {}
         self._decoded_to, self._audio_at_decode = heard_to, self._offset + len(self._buffer)
         self.decodes += 1
-        decoded = self._decode(speech)
+        decoded = self._decode(speech, final)
         return {task: track.agree(decoded[task], final) for task, track in self._tracks.items()}
 
-    def _decode(self, speech: SpeechMap) -> dict[str, list[_Word]]:
+    def _decode(self, speech: SpeechMap, final: bool) -> dict[str, list[_Word]]:
         """Every task on the speech of the buffer, in one long-form run (a window both tasks are at is
         encoded once), each prompted with its own committed text and given its committed words still in
         the buffer as written. When the transcript (or only task), so given, stops LEFT_UNSAID_S or more
         before the speech does, it is decoded again without them: from some given words the model ends the
         window at once, and every decode after would stop there too. (A translation's word times, which
-        follow its own words, cannot tell: judged by them, most of its decodes were run twice.) A task whose
+        follow its own words, cannot tell: judged by them, most of its decodes were run twice. The last
+        decode, at the end of the stream, is judged so all the same: what it leaves out is lost, and a
+        page run's English lost its last seven seconds there.) A task whose
         decode takes up a loop is decoded again from the audio alone (REPEAT_WORDS). The first decode names
         the language (from the buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
@@ -574,7 +576,7 @@ class LiveSession:
         words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
         speech_end = start + speech.spans[-1][1] / SAMPLE_RATE
         leading = self._leading()
-        stalled = [task for task in given if self._tracks[task] is leading
+        stalled = [task for task in given if (final or self._tracks[task] is leading)
                    and speech_end - (words[task][-1].end if words[task] else start) >= LEFT_UNSAID_S]
         repeating = [task for task in words if task not in stalled and self._tracks[task].repeats(words[task])]
         if stalled or repeating:
