@@ -5,6 +5,7 @@ ZeroGPU call) share steps as the worker's do."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -130,13 +131,13 @@ def test_requests_stepped_here_share_steps_and_each_gets_its_own_results(service
 
 def test_a_fault_in_one_request_stepped_here_leaves_the_others_their_results(service, model, shared, monkeypatch,
                                                                              one_thread_restored):
-    def step(net, jobs):
+    def step_pausing(net, jobs):  # a shared step, and (through `longform.step`) each request's retry alone
         if any(job.options.initial_prompt == BROKEN for job in jobs):
             raise RuntimeError("the device fell over")
-        real_step(net, jobs)
+        return real_step_pausing(net, jobs)
 
-    real_step = longform.step
-    monkeypatch.setattr(longform, "step", step)
+    real_step_pausing = longform.step_pausing
+    monkeypatch.setattr(longform, "step_pausing", step_pausing)
     plan = model.plan("transcribe")
     jfk = load_audio(str(shared / "audio" / "en_jfk_ask_not.flac"))
     items = [(np.zeros((2, 2, 2), np.float32), plan, GREEDY),  # not audio the engine can take
@@ -146,3 +147,40 @@ def test_a_fault_in_one_request_stepped_here_leaves_the_others_their_results(ser
     assert isinstance(cannot_prepare, RuntimeError) and "expand" in str(cannot_prepare)
     assert isinstance(fails_a_step, RuntimeError) and str(fails_a_step) == "the device fell over"
     assert "ask not what your country can do for you" in fine["transcribe"]["text"].lower()
+
+
+def test_a_live_speaker_who_asks_during_a_long_step_is_answered_before_it_ends(model, shared, monkeypatch):
+    """A batched upload's step of eight chunks takes seconds on a CPU; a live decode that arrives while
+    the step is under way is stepped at its next pause, not after it, and both get their text."""
+    service = TranscriptionService(model)
+    upload = load_audio(str(shared / "audio" / "en_ljspeech_printing_longform.ogg"))
+    speaker = load_audio(str(shared / "audio" / "fr_sous_le_consulat.wav"))
+    step_started = threading.Event()
+    passes = longform.encoder_passes
+
+    def noticed(encoder, mel):
+        if mel.shape[0] > 1:  # the upload's step (the speaker's decode has one window)
+            step_started.set()
+        return passes(encoder, mel)
+
+    monkeypatch.setattr(longform, "encoder_passes", noticed)
+    plan = model.plan("transcribe")
+    events: list[tuple[str, object]] = []
+
+    def follow_upload() -> None:
+        for event in service.stream(upload, plan, dataclasses.replace(GREEDY, batch_size=8)):
+            events.append(("upload", event))
+
+    uploading = threading.Thread(target=follow_upload)
+    uploading.start()
+    assert step_started.wait(120)
+    live_jobs = model.jobs(model.prepare(speaker), plan, dataclasses.replace(GREEDY, language="fr"))
+    live = service.decode_jobs(live_jobs, plan, urgent=True)
+    events.append(("live", live))
+    uploading.join(300)
+    order = [who for who, _ in events]
+    assert order.index("live") < order.index("upload"), "the speaker waited for the upload's step"
+    assert "consulat" in live["transcribe"]["text"].lower()
+    finished = events[-1][1]
+    assert isinstance(finished, Finished)
+    assert finished.results["transcribe"]["text"].lower().lstrip().startswith("printing, in the only sense")

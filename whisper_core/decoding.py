@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from .kv_cache import DecoderState
 from .model import Whisper
 from .tokenizer import Tokenizer
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DecodingOptions:
@@ -583,12 +586,28 @@ def _result(request: WindowRequest, candidates: list[list[int]], scores: list[fl
     )
 
 
-@torch.inference_mode()
 def decode_batch(model: Whisper, audio_features: Tensor, requests: list[WindowRequest]) -> list[DecodingResult]:
     """Decode windows together, one result per request. All requests must share the temperature and
     the group size; prompts may differ in length (rows are left-padded). A window whose requests are all
     done leaves the batch at once: the others' steps then no longer compute its rows or read its keys and
     values (a batch of chunks ends a few dozen tokens apart)."""
+    return run_to_end(decode_steps(model, audio_features, requests))
+
+
+def run_to_end(steps: Generator[None, None, T]) -> T:
+    """What a generator of pauses returns, run without pausing."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+@torch.inference_mode()
+def decode_steps(model: Whisper, audio_features: Tensor,
+                 requests: list[WindowRequest]) -> Generator[None, None, list[DecodingResult]]:
+    """`decode_batch`, pausing after each token: its caller may do other work there (the service serves
+    a live speaker in the middle of a long batch), and gets the results as the generator's value."""
     if not requests:
         return []
     options0 = requests[0].options
@@ -625,6 +644,7 @@ def decode_batch(model: Whisper, audio_features: Tensor, requests: list[WindowRe
         tokens, done = decoder.update(tokens, logits, sum_logprobs)
         if done:
             break
+        yield
         ended = decoder.ended()
         windows = range(len(live) // per_window)
         kept = [w for w in windows if not all(ended[w * per_window : (w + 1) * per_window])]

@@ -3,7 +3,7 @@ gives what the plain PyTorch call gives, to rounding."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +42,16 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def encode_windows(encoder: Callable[[Tensor], Tensor], mel: Tensor) -> Tensor:
     """The encoder over a batch of windows [batch, n_mels, frames]: at once on an accelerator, one window
     after another on a CPU, where a batch is slower per window than windows taken singly."""
+    return torch.cat(list(encoder_passes(encoder, mel)))
+
+
+def encoder_passes(encoder: Callable[[Tensor], Tensor], mel: Tensor) -> Iterator[Tensor]:
+    """`encode_windows` one pass at a time, for a caller that may do other work between passes."""
     if mel.device.type != "cpu" or mel.shape[0] <= _CPU_ENCODER_BATCH:
-        return encoder(mel)
-    return torch.cat([encoder(mel[i : i + _CPU_ENCODER_BATCH]) for i in range(0, mel.shape[0], _CPU_ENCODER_BATCH)])
+        yield encoder(mel)
+        return
+    for i in range(0, mel.shape[0], _CPU_ENCODER_BATCH):
+        yield encoder(mel[i : i + _CPU_ENCODER_BATCH])
 
 
 def attend_transposed(q: Tensor, keys_t: Tensor, values: Tensor) -> Tensor:

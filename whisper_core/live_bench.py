@@ -17,7 +17,7 @@ Every run also says how many cores other processes kept busy meanwhile: on a sha
 other work measures that work as much as this one.
 
     python -m whisper_core.live_bench FILE... [--speed 1.0] [--capacity FILE] [--streams 1,2,3]
-                                      [--with_upload FILE] [--task transcribe]
+                                      [--with_upload FILE] [--upload_batch_size 8] [--task transcribe]
 """
 
 from __future__ import annotations
@@ -302,11 +302,13 @@ def run_file(service: TranscriptionService, file: str, mode: str, *, speed: floa
                        cores) for run in runs]
 
 
-def keep_uploading(service: TranscriptionService, samples: np.ndarray, stop: threading.Event) -> tuple[int, int]:
+def keep_uploading(service: TranscriptionService, samples: np.ndarray, stop: threading.Event,
+                   batch_size: int | None = None) -> tuple[int, int]:
     """An upload decoded again and again until `stop`, cancelled mid-file then: (windows, passes done)."""
     windows = passes = 0
+    options = make_options(temperature=0.0, batch_size=batch_size)
     while not stop.is_set():
-        events = service.stream(samples, service.model.plan("transcribe"), make_options(temperature=0.0))
+        events = service.stream(samples, service.model.plan("transcribe"), options)
         try:
             for event in events:
                 if isinstance(event, Finished):
@@ -321,12 +323,13 @@ def keep_uploading(service: TranscriptionService, samples: np.ndarray, stop: thr
 
 
 def run_capacity(service: TranscriptionService, mode: str, samples: np.ndarray, upload: np.ndarray | None,
-                 streams: int, *, speed: float, chunk_s: float) -> CapacityRun:
+                 streams: int, *, speed: float, chunk_s: float, upload_batch_size: int | None = None) -> CapacityRun:
     """`streams` sessions started together on the file, with the upload (if any) beside them throughout;
     every task of every stream must keep real time."""
     stop, others = threading.Event(), OtherLoad()
     with ThreadPoolExecutor(streams + 1) as pool:
-        uploading = pool.submit(keep_uploading, service, upload, stop) if upload is not None else None
+        uploading = (pool.submit(keep_uploading, service, upload, stop, upload_batch_size)
+                     if upload is not None else None)
         playing = [pool.submit(play_stream, service, mode, samples, speed=speed, chunk_s=chunk_s)
                    for _ in range(streams)]
         runs = tuple(run for p in playing for run in p.result())
@@ -413,13 +416,15 @@ def _capacity_row(run: CapacityRun) -> list[str]:
             _s(mean_step), _s(max(r.longest_step_s for r in run.runs)), _s(run.others_cores)]
 
 
-def capacity_section(file: str, upload: str, runs: Sequence[CapacityRun]) -> str:
+def capacity_section(file: str, upload: str, runs: Sequence[CapacityRun], upload_batch_size: int | None = None) -> str:
     headers = ["streams", "upload beside them (decoded meanwhile)", "first third median / p90 s",
                "last third median / p90 s", f"growth s (< {GROWTH_LIMIT_S:g})",
                f"final text s after end, slowest (≤ {END_LAG_LIMIT_S:g})", "kept real time", "mean step s",
                "longest step s", "others' CPU, cores"]
     lines = [f"File: {Path(file).name} ({runs[0].runs[0].duration_s:.1f} s), every stream started together; "
-             f"upload: {Path(upload).name}, service.stream greedy, looped, cancelled when the streams end. "
+             f"upload: {Path(upload).name}, service.stream greedy"
+             f"{f', batched ({upload_batch_size} chunks at once)' if upload_batch_size else ''}, looped, "
+             "cancelled when the streams end. "
              f"Kept real time: last-third median latency − first-third median < {GROWTH_LIMIT_S:g} s and the "
              f"slowest stream's final text ≤ {END_LAG_LIMIT_S:g} s after the audio ended (wall clock).",
              _table(headers, [_capacity_row(r) for r in runs])]
@@ -470,6 +475,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--capacity", default=str(CAPACITY_FILE), help="the file the --streams run plays")
     p.add_argument("--streams", type=_streams, default=(), help="streams at once, e.g. 1,2,3; none: no capacity run")
     p.add_argument("--with_upload", default=str(UPLOAD_FILE), help="the upload decoded beside the streams")
+    p.add_argument("--upload_batch_size", type=int, default=None,
+                   help="decode the upload batched, this many chunks at once (the page's batched mode)")
     p.add_argument("--int8", action="store_true", help="the CPU's int8 mode (as WHISPER_INT8=1 runs the app)")
     args = p.parse_args(argv)
     if not args.files and not args.streams:
@@ -498,8 +505,8 @@ def bench_capacity(service: TranscriptionService, args: argparse.Namespace) -> l
         for beside in (None, upload):
             _progress(f"capacity: {streams} streams, {'with' if beside is not None else 'without'} upload")
             runs.append(run_capacity(service, args.task, samples, beside, streams, speed=args.speed,
-                                     chunk_s=args.chunk_s))
-    return ["### Streams at once", capacity_section(args.capacity, args.with_upload, runs)]
+                                     chunk_s=args.chunk_s, upload_batch_size=args.upload_batch_size))
+    return ["### Streams at once", capacity_section(args.capacity, args.with_upload, runs, args.upload_batch_size)]
 
 
 def main(argv: list[str] | None = None) -> int:

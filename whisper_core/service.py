@@ -220,10 +220,12 @@ class TranscriptionService:
                     heap.give_back()  # the load has ended: what it needed goes back to the system
                     active.append(self._incoming.get())
             self._drain(active)
-            self._turn(active, rotation)
+            self._turn(active, rotation, yielding=True)
 
-    def _turn(self, active: list[_Request], rotation: Iterator[int]) -> None:
-        """One step of every request in flight: new ones admitted, finished ones answered."""
+    def _turn(self, active: list[_Request], rotation: Iterator[int], *, yielding: bool = False) -> None:
+        """One step of every request in flight: new ones admitted, finished ones answered. `yielding`
+        (the worker's turns): a step without a live speaker's windows lets one that arrives meanwhile go
+        first, between two of its encoder passes or tokens."""
         self._drop_cancelled(active)
         if not active:
             return
@@ -232,7 +234,10 @@ class TranscriptionService:
         others = [job for r in active if r.error is None and not r.urgent for job in r.ready()]
         room = min(self.urgent_company, self.max_batch - len(urgent)) if urgent else self.max_batch
         jobs = _take_turns(urgent, self.max_batch, rotation) + _take_turns(others, room, rotation)
-        self._step(active, jobs)
+        self._step(active, jobs, yield_to_urgent=yielding and not urgent)
+        self._finish_done(active)
+
+    def _finish_done(self, active: list[_Request]) -> None:
         for request in [r for r in active if r.error or r.done]:
             active.remove(request)
             self._finish(request)
@@ -274,13 +279,16 @@ class TranscriptionService:
             request.jobs = [job for job in request.jobs if request.plan.runs(job.options.task, job.language)]
         self.stats.requests += len(new)
 
-    def _step(self, active: list[_Request], jobs: list[Job]) -> None:
+    def _step(self, active: list[_Request], jobs: list[Job], *, yield_to_urgent: bool = False) -> None:
         """One shared step; if it fails, each request is retried alone so that one bad input only
-        fails its own request."""
+        fails its own request. `yield_to_urgent`: live speakers who ask during the step are served at
+        its next pause (a CPU's step of eight windows takes seconds)."""
         if not jobs:
             return
         try:
-            longform.step(self.model.net, jobs)
+            for _ in longform.step_pausing(self.model.net, jobs):
+                if yield_to_urgent:
+                    self._serve_urgent(active, busy={id(job) for job in jobs})
         except Exception:
             for request in active:
                 mine = [j for j in request.jobs if j in jobs]
@@ -294,6 +302,23 @@ class TranscriptionService:
             self.stats.urgent_steps += 1
             self.stats.shared_urgent_steps += any(id(job) not in urgent for job in jobs)
         self.stats.largest_step = max(self.stats.largest_step, len(jobs))
+
+    def _serve_urgent(self, active: list[_Request], busy: set[int]) -> None:
+        """Live speakers' requests that arrived during a step: stepped now, each to its end, between two
+        pauses of that step (whose own jobs, `busy`, wait where they are)."""
+        while True:
+            while not self._incoming.empty():
+                active.append(self._incoming.get_nowait())
+            urgent = [r for r in active if r.urgent and r.error is None and not r.cancelled.is_set()]
+            self._admit([r for r in urgent if not r.admitted])
+            jobs = [job for r in urgent if r.error is None for job in r.ready() if id(job) not in busy]
+            if jobs:
+                self._step(active, jobs[: self.max_batch])
+            for request in [r for r in urgent if r.error or r.done]:  # the others may be in the paused step
+                active.remove(request)
+                self._finish(request)
+            if not jobs:
+                return
 
     @staticmethod
     def _isolate(request: _Request, action) -> None:

@@ -5,7 +5,7 @@ skipping and previous-text prompts. Each run is a job that a driver steps; one d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,9 +22,17 @@ from .audio import (
     log_mel_spectrogram,
     pad_or_trim,
 )
-from .decoding import DecodingOptions, DecodingResult, WindowRequest, decode_batch, detect_language, group_size
+from .decoding import (
+    DecodingOptions,
+    DecodingResult,
+    WindowRequest,
+    decode_steps,
+    detect_language,
+    group_size,
+    run_to_end,
+)
 from .inventions import Kept, Window, drop_inventions, last_word_end, unsure_scrap
-from .kernels import encode_windows
+from .kernels import encode_windows, encoder_passes
 from .model import Whisper
 from .options import TranscribeOptions
 from .tokenizer import Tokenizer
@@ -331,10 +339,16 @@ def name_languages(net: Whisper, audios: Sequence[Audio], tokenizer: Tokenizer) 
             audio.features[0] = feats  # the same frames as the first window: encode it once
 
 
-@torch.inference_mode()
 def step(net: Whisper, jobs: Sequence[Job]) -> None:
     """Advance every unfinished job by one decode: windows not yet encoded go through the encoder as
     one batch, and decodes that share a temperature and a group size go through the decoder as one."""
+    run_to_end(step_pausing(net, jobs))
+
+
+@torch.inference_mode()
+def step_pausing(net: Whisper, jobs: Sequence[Job]) -> Generator[None, None, None]:
+    """`step`, pausing after each encoder pass and each decoded token, where its caller may do other work
+    (the service serves a live speaker there rather than after a batch of eight windows)."""
     jobs = [job for job in jobs if not job.done]
     detect_languages(net, jobs)
     pending = [(job, job.next_decode()) for job in jobs]
@@ -344,8 +358,11 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
             to_encode[(id(job.audio), p.window.seek)] = (job.audio, p)
     if to_encode:
         windows = torch.stack([audio.window(p.window.seek, p.window.size) for audio, p in to_encode.values()])
-        encoded = encode_windows(net.encoder, windows.to(net.dtype))
-        for (audio, p), feats in zip(to_encode.values(), encoded, strict=True):
+        passes = []
+        for encoded in encoder_passes(net.encoder, windows.to(net.dtype)):
+            passes.append(encoded)
+            yield
+        for (audio, p), feats in zip(to_encode.values(), torch.cat(passes), strict=True):
             audio.features[p.window.seek] = feats
     batches: dict[tuple[float, int], list[tuple[Job, _Pending]]] = {}
     for job, p in pending:
@@ -359,7 +376,8 @@ def step(net: Whisper, jobs: Sequence[Job]) -> None:
         features = torch.stack([group[0][0].audio.features[group[0][1].window.seek] for group in by_window.values()])
         requests = [WindowRequest(w, p.options, job.tokenizer)
                     for w, group in enumerate(by_window.values()) for job, p in group]
-        for (job, p), result in zip(members, decode_batch(net, features, requests), strict=True):
+        results = yield from decode_steps(net, features, requests)
+        for (job, p), result in zip(members, results, strict=True):
             job.accept(result, job.audio.features[p.window.seek] if job.aligner else None)
     for audio in {id(job.audio): job.audio for job in jobs}.values():
         needed = {job.seek for job in jobs if job.audio is audio and not job.done}
