@@ -568,9 +568,9 @@ class LiveSession:
         window at once, and every decode after would stop there too. (A translation's word times, which
         follow its own words, cannot tell: judged by them, most of its decodes were run twice. The last
         decode, at the end of the stream, is judged so all the same: what it leaves out is lost, and a
-        page run's English lost its last seven seconds there.) A task whose
-        decode takes up a loop is decoded again from the audio alone (REPEAT_WORDS). The first decode names
-        the language (from the buffer's speech) and so which tasks go on."""
+        page run's English lost its last seven seconds there.) A task whose decode takes up a loop is
+        decoded again from the audio alone (REPEAT_WORDS). The first decode names the language (from the
+        buffer's speech) and so which tasks go on."""
         audio = Audio(self._buffer, self.model.net.dims.n_mels, self.model.device, speech=speech)
         start = self._offset / SAMPLE_RATE
         words, given = self._decode_tasks(audio, speech, list(self._tracks or self.plan.tasks), given=True)
