@@ -214,8 +214,8 @@ def test_a_translation_that_stops_early_at_the_end_is_decoded_again(service, sha
     cutting the given decode's English after its first words."""
     samples = load_audio(str(shared / "audio" / "fr_sous_le_consulat.wav"))
     session = LiveSession(service, service.model.plan("both"), make_options(language="fr", temperature=0.0))
-    for end in (4, 5):
-        session.push(samples[(end - 1 if end > 4 else 0) * SAMPLE_RATE : end * SAMPLE_RATE])
+    for piece in (samples[: 4 * SAMPLE_RATE], samples[4 * SAMPLE_RATE : 5 * SAMPLE_RATE]):
+        session.push(piece)
         session.step()
     assert session.text("translate"), "two decodes agreed on the first English words"
     session.push(samples[5 * SAMPLE_RATE :])
