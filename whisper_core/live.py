@@ -76,8 +76,10 @@ LOOP_WORDS = range(2, 9)  # the lengths of phrase looked for
 # without the given words and without the committed text as its prompt.
 REPEAT_WORDS = 4
 REPEAT_TAIL = 12  # committed words looked at
-# Windows one decode of the buffer may take: the buffer's first, and one more from where its text ended.
-DECODE_WINDOWS = 2
+# Windows one decode of the buffer takes: its first only. Where that window's text ends before the buffer
+# does, the next decode hears the rest; a second window from there cost a stream an encoder pass in a
+# step, and slower steps leave more audio to each decode, which slows the next step in turn.
+DECODE_WINDOWS = 1
 # A decode waits for this much new audio (a second's chunks, less the few milliseconds a resampler holds
 # back): two decodes that heard nearly the same audio agree too readily on the words at its end, which are
 # the ones still unsure.
