@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from whisper_core.accuracy import word_time_agreement
 from whisper_core.metrics import error_counts, error_rate, normalize_text, normalizer_name, rate
 
 
@@ -39,3 +40,14 @@ def test_empty_references():
     assert error_counts("[laughs]", "", "en") == (0, 0)  # bracketed sounds are not words
     assert error_rate("", "", "en") == 0.0
     assert error_rate("", "hello there", "en") == 1.0
+
+
+def test_word_times_are_compared_on_the_words_both_results_write():
+    def result(*words: tuple[str, float, float]) -> dict:
+        return {"segments": [{"words": [{"word": w, "start": s, "end": e} for w, s, e in words]}]}
+
+    sequential = result((" Ask", 0.0, 0.4), (" not", 0.4, 0.7), (" what", 0.7, 1.0), (" your", 1.0, 1.2))
+    batched = result((" ask", 0.05, 0.45), (" not", 0.4, 0.9), (" your", 1.0, 1.2), (" country", 1.2, 1.8))
+    # "what" and "country" are written by one only; "not" ends 0.2 s later; "Ask" and "your" agree.
+    assert word_time_agreement(sequential, batched) == (2, 3)
+    assert word_time_agreement(sequential, batched, tolerance=0.25) == (3, 3)

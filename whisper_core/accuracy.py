@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     scored_by: dict[str, set[str]] = defaultdict(set)  # normalizer -> languages it scored
     per_language: dict[tuple[str, str, str], list[float]] = defaultdict(list)  # (language, mode, task)
     pooled: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # (mode, task) -> [edits, units]
-    agreement: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # sequential mode -> [close, both]
+    # (sequential mode, files compared) -> [close, both]
+    agreement: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for entry in entries:
         if args.max_duration and entry["duration_s"] > args.max_duration:
             continue
@@ -95,8 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         if "batched" in results and entry["language"] is not None:
             for mode in (m for m in modes if m != "batched"):
                 close, both = word_time_agreement(results[mode]["transcribe"], results["batched"]["transcribe"])
-                agreement[mode][0] += close
-                agreement[mode][1] += both
+                scopes = ["the human-referenced files", "every file with speech"]
+                if entry["reference_kind"] != "human":
+                    scopes = scopes[1:]
+                for scope in scopes:
+                    agreement[(mode, scope)][0] += close
+                    agreement[(mode, scope)][1] += both
         rows.append(f"| {entry['file']} | {entry['language'] or '—'} | {entry['reference_kind']} | "
                     + " | ".join(cells) + " |")
     header = " | ".join(f"{task}, {mode}" for mode, task in columns)
@@ -112,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| mean of files | " + " | ".join(means) + " |")
     cells = [f"{100 * rate(*pooled[column]):.1f}" if pooled[column][1] else "—" for column in columns]
     print("| all words (pooled) | " + " | ".join(cells) + " |")
-    for mode, (close, both) in agreement.items():
-        print(f"\nWord times, batched against {mode}: {close} of {both} words both write "
+    for (mode, scope), (close, both) in agreement.items():
+        print(f"\nWord times, batched against {mode}, on {scope}: {close} of {both} words both write "
               f"({100 * rate(close, both):.1f} %) start and end within {WORD_TIME_TOLERANCE_S} s.")
     names = "; ".join(f"{name} for {', '.join(sorted(languages))}" for name, languages in sorted(scored_by.items()))
     print(f"\nNormalized by whisper-normalizer {version('whisper-normalizer')} ({names}), "
