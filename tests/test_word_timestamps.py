@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from whisper_core import timing
 from whisper_core.timing import WordTiming, dtw, median_filter, merge_punctuations
 
 REFERENCE = Path(__file__).parent / "data" / "word_timings_reference.json"
@@ -59,3 +60,39 @@ def test_punctuation_joins_its_word():
     words = [WordTiming(w, [i], 0, 1, 1) for i, w in enumerate([" (", "Hello", ",", " world", "!", ")"])]
     merge_punctuations(words, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
     assert [w.word for w in words if w.word] == [" (Hello,", " world!)"]
+
+
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_word_timing_reads_the_decodes_projection_of_the_window(model, shared, monkeypatch, batch_size):
+    """The decoder's keys and values of a window are made once, by its decode, and read by the word timing
+    of each of its texts: the same words and times, to the last digit, as when each text's timing
+    projects the window again, with one projection fewer for every window's text timed."""
+    decoder = type(model.net.decoder)
+    project = decoder.project_audio
+    made: list[int] = []
+
+    def counted(self, audio_features):
+        made.append(audio_features.shape[0])
+        return project(self, audio_features)
+
+    monkeypatch.setattr(decoder, "project_audio", counted)
+    path = str(shared / "audio" / "ja_google_news_explainer.mp3")  # 40 s: two windows, or chunks
+
+    def run() -> dict:
+        return model.transcribe_and_translate(path, temperature=0.0, word_timestamps=True, batch_size=batch_size)
+
+    once = run()
+    made_once, made[:] = sum(made), []
+    find_alignment = timing.find_alignment
+    timed: list[int] = []
+
+    def projecting_again(*args):  # as before the decode's projection was handed on
+        timed.append(len(args[2]))
+        return find_alignment(*args[:-1], None)
+
+    monkeypatch.setattr(timing, "find_alignment", projecting_again)
+    again = run()
+    assert once == again
+    texts_timed = sum(1 for n in timed if n)
+    assert texts_timed >= 4
+    assert sum(made) - made_once == texts_timed

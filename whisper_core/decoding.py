@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -19,6 +19,9 @@ from .model import Whisper
 from .tokenizer import Tokenizer
 
 T = TypeVar("T")
+# A request's result as soon as its window is done: (its index, the result, the decoder's keys and values
+# of its window for every layer, valid only during the call).
+ResultCallback = Callable[[int, "DecodingResult", list[tuple[Tensor, Tensor]]], None]
 
 @dataclass(frozen=True)
 class DecodingOptions:
@@ -604,10 +607,12 @@ def run_to_end(steps: Generator[None, None, T]) -> T:
 
 
 @torch.inference_mode()
-def decode_steps(model: Whisper, audio_features: Tensor,
-                 requests: list[WindowRequest]) -> Generator[None, None, list[DecodingResult]]:
+def decode_steps(model: Whisper, audio_features: Tensor, requests: list[WindowRequest],
+                 on_result: ResultCallback | None = None) -> Generator[None, None, list[DecodingResult]]:
     """`decode_batch`, pausing after each token: its caller may do other work there (the service serves
-    a live speaker in the middle of a long batch), and gets the results as the generator's value."""
+    a live speaker in the middle of a long batch), and gets the results as the generator's value.
+    `on_result` gets each request's result as soon as its window is done, with the decoder's projection
+    of that window, which the word timing of its text reads rather than projecting it again."""
     if not requests:
         return []
     options0 = requests[0].options
@@ -633,6 +638,9 @@ def decode_steps(model: Whisper, audio_features: Tensor,
         for position, window_candidates, window_scores in zip(positions, candidates, scores, strict=True):
             r = live[position]
             results[r] = _result(requests[r], window_candidates, window_scores, decoder.eot, no_speech_probs[r])
+            if on_result is not None:  # before the batch drops the window: its keys and values are still there
+                w = position // per_window
+                on_result(r, results[r], [(k[w : w + 1], v[w : w + 1]) for k, v in state.cross_kv])
 
     for step in range(sample_len):
         if step > 0:

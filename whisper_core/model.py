@@ -168,10 +168,17 @@ class TextDecoder(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(n_state, n_head) for _ in range(n_layer))
         self.ln = nn.LayerNorm(n_state)
 
-    def start(self, audio_features: Tensor, batch: int, pad: Tensor, max_len: int) -> DecoderState:
-        """Project the audio once for every layer and allocate the caches for `batch` rows."""
+    def project_audio(self, audio_features: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's cross-attention keys and values of the windows: a window's decode and the word
+        timing of each of its texts read one projection, rather than each making its own."""
+        return [block.cross_attn.project_audio(audio_features) for block in self.blocks]
+
+    def start(self, audio_features: Tensor, batch: int, pad: Tensor, max_len: int,
+              cross_kv: list[tuple[Tensor, Tensor]] | None = None) -> DecoderState:
+        """Project the audio once for every layer (unless `cross_kv` is that projection already) and
+        allocate the caches for `batch` rows."""
         n_state = audio_features.shape[-1]
-        cross_kv = [block.cross_attn.project_audio(audio_features) for block in self.blocks]
+        cross_kv = self.project_audio(audio_features) if cross_kv is None else cross_kv
         caches = [
             LayerCache(batch, self.n_head, n_state // self.n_head, max_len, audio_features.device,
                        audio_features.dtype)

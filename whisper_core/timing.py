@@ -83,14 +83,16 @@ def find_alignment(
     audio_features: Tensor,
     num_frames: int,
     alignment_heads: list[tuple[int, int]],
+    cross_kv: list[tuple[Tensor, Tensor]] | None = None,
 ) -> list[WordTiming]:
-    """Time every word of `text_tokens` within one window ([1, n_ctx, d] features)."""
+    """Time every word of `text_tokens` within one window ([1, n_ctx, d] features; `cross_kv`: their
+    projection for the decoder, when the window's decode made it)."""
     if not text_tokens:
         return []
     prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     tokens = torch.tensor([[*prefix, *text_tokens, tokenizer.eot]], device=audio_features.device)
     state = net.decoder.start(audio_features, 1, torch.zeros(1, dtype=torch.long, device=tokens.device),
-                              tokens.shape[1])
+                              tokens.shape[1], cross_kv)
     scores: list[Tensor] = []
     hidden = net.decoder(tokens, state, cross_scores=scores)
     logits = net.decoder.logits(hidden[0, len(tokenizer.sot_sequence) :]).float()
@@ -151,6 +153,7 @@ def add_word_timestamps(
     num_frames: int,
     alignment_heads: list[tuple[int, int]],
     last_speech_timestamp: float,
+    cross_kv: list[tuple[Tensor, Tensor]] | None = None,
     prepend_punctuations: str = PREPEND_PUNCTUATIONS,
     append_punctuations: str = APPEND_PUNCTUATIONS,
 ) -> None:
@@ -159,7 +162,7 @@ def add_word_timestamps(
         return
     per_segment = [[t for t in s["tokens"] if t < tokenizer.eot] for s in segments]
     alignment = find_alignment(net, tokenizer, list(itertools.chain.from_iterable(per_segment)), audio_features,
-                               num_frames, alignment_heads)
+                               num_frames, alignment_heads, cross_kv)
     durations = np.array([t.end - t.start for t in alignment])
     durations = durations[durations.nonzero()]
     median = min(0.7, float(np.median(durations))) if len(durations) else 0.0

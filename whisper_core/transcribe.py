@@ -25,6 +25,7 @@ from .audio import (
 from .decoding import (
     DecodingOptions,
     DecodingResult,
+    ResultCallback,
     WindowRequest,
     decode_steps,
     detect_language,
@@ -160,8 +161,9 @@ class Job:
         )
         return (too_repetitive or too_unlikely) and not silent
 
-    def accept(self, result: DecodingResult, features: Tensor | None = None) -> list[dict]:
-        """Take the decode of the pending window; returns the segments it added (none while retrying)."""
+    def accept(self, result: DecodingResult, cross_kv: list[tuple[Tensor, Tensor]] | None = None) -> list[dict]:
+        """Take the decode of the pending window; returns the segments it added (none while retrying).
+        `cross_kv`: the decoder's projection of the window, with which a job with an aligner times words."""
         pending = self.pending
         assert pending is not None
         next_rung = pending.rung + 1
@@ -172,7 +174,7 @@ class Job:
             return []
         self.pending = None
         self.windows += 1
-        kept = self._window_segments(result, pending.window, features)
+        kept = self._window_segments(result, pending.window, cross_kv)
         self.seek = kept.next_seek
         if kept.segments is None:  # the window is skipped: nothing written, the prompt as it was
             self._report([])
@@ -184,7 +186,8 @@ class Job:
         self._report(kept.segments)
         return kept.segments
 
-    def _window_segments(self, result: DecodingResult, window: Window, features: Tensor | None) -> Kept:
+    def _window_segments(self, result: DecodingResult, window: Window,
+                         cross_kv: list[tuple[Tensor, Tensor]] | None) -> Kept:
         """The segments a window's decode writes, and where the next window starts."""
         o = self.options
         silent = o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold and (
@@ -193,8 +196,8 @@ class Job:
         if silent or (self.audio.speech is not None and unsure_scrap(result, window)):
             return Kept(None, window.seek + window.size)  # nothing is written for this window
         segments, next_seek, ends_on_timestamp = self._split(result, window)
-        if self.aligner is not None and features is not None:
-            kept = self._time_words(segments, features, window, next_seek, ends_on_timestamp)
+        if self.aligner is not None and cross_kv is not None:
+            kept = self._time_words(segments, cross_kv, window, next_seek, ends_on_timestamp)
             if kept.segments is None:  # a likely invention after silence: the window is skipped past it
                 return kept
             segments, next_seek = kept
@@ -260,14 +263,13 @@ class Job:
         ]
         return segments, next_seek, ends_on_timestamp
 
-    def _time_words(
-        self, segments: list[dict], features: Tensor, window: Window, next_seek: int, ends_on_timestamp: bool
-    ) -> Kept:
+    def _time_words(self, segments: list[dict], cross_kv: list[tuple[Tensor, Tensor]], window: Window,
+                    next_seek: int, ends_on_timestamp: bool) -> Kept:
         """Words with their times; the next window then starts at the last word's end, which is more
         precise than the last timestamp token. With `hallucination_silence_threshold`, the no-invented-text
         rules may drop a transcript's text or its whole window."""
-        self.aligner(segments=segments, tokenizer=self.tokenizer, audio_features=features[None],
-                     num_frames=window.size, last_speech_timestamp=self.last_speech_timestamp,
+        self.aligner(segments=segments, tokenizer=self.tokenizer, audio_features=self.audio.features[window.seek][None],
+                     cross_kv=cross_kv, num_frames=window.size, last_speech_timestamp=self.last_speech_timestamp,
                      prepend_punctuations=self.options.prepend_punctuations,
                      append_punctuations=self.options.append_punctuations)
         if self.options.task == "translate":
@@ -376,14 +378,22 @@ def step_pausing(net: Whisper, jobs: Sequence[Job]) -> Generator[None, None, Non
         features = torch.stack([group[0][0].audio.features[group[0][1].window.seek] for group in by_window.values()])
         requests = [WindowRequest(w, p.options, job.tokenizer)
                     for w, group in enumerate(by_window.values()) for job, p in group]
-        results = yield from decode_steps(net, features, requests)
-        for (job, p), result in zip(members, results, strict=True):
-            job.accept(result, job.audio.features[p.window.seek] if job.aligner else None)
+        yield from decode_steps(net, features, requests, _taken_by(members))
     for audio in {id(job.audio): job.audio for job in jobs}.values():
         needed = {job.seek for job in jobs if job.audio is audio and not job.done}
         for seek in list(audio.features):
             if seek not in needed:
                 del audio.features[seek]
+
+
+def _taken_by(members: list[tuple[Job, _Pending]]) -> ResultCallback:
+    """Each job takes its decode as soon as its window is done, while the decoder still holds the window's
+    projection for the word timing to read."""
+
+    def take(index: int, result: DecodingResult, cross_kv: list[tuple[Tensor, Tensor]]) -> None:
+        members[index][0].accept(result, cross_kv)
+
+    return take
 
 
 def run(net: Whisper, jobs: Sequence[Job]) -> list[dict]:
