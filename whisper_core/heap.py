@@ -1,7 +1,7 @@
 """The C heap under a long-running server. glibc gives each thread that allocates its own arena and keeps
 freed memory there, so a process that served many users at once stays as large as its busiest moment.
-With two arenas, and the free memory handed back to the system whenever the server falls idle, it
-returns to its idle size once the load ends. Elsewhere than glibc these are no-ops."""
+With one arena for every thread, and the free memory handed back to the system whenever the server falls
+idle, it returns to its idle size once the load ends. Elsewhere than glibc these are no-ops."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import functools
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-ARENAS = 2
+# glibc hands back the free top of its first arena only: with a second, whatever lay at that arena's top
+# when the load ended (up to its 64 MB) stayed in memory, in some runs and not others.
+ARENAS = 1
 # The largest block glibc will serve from its heap rather than a fresh mapping (its ceiling on 64-bit).
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 # Free memory at the heap's top that glibc keeps for the next allocation instead of returning it.
